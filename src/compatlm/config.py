@@ -1,0 +1,224 @@
+"""Configuration: pydantic models, YAML files and ``section.key=value`` overrides.
+
+Precedence is defaults < YAML < command-line overrides. Every model is frozen and forbids
+unknown keys; an unknown key is reported with its valid siblings. An override's value is parsed
+as YAML (``batch_size=8`` is an int, ``x=false`` a bool that overrides a YAML ``true``,
+``tasks=[a, b]`` a list); ``None``/``null`` means "not given" and falls back to the default.
+"""
+
+from __future__ import annotations
+
+from pathlib import Path
+from typing import Any, Literal, TypeVar
+
+import yaml
+from pydantic import BaseModel, ConfigDict, Field, ValidationError
+
+from compatlm.errors import CompatlmError, input_error
+
+C = TypeVar("C", bound="StrictModel")
+
+
+class StrictModel(BaseModel):
+    """Base of every config: immutable, unknown keys are errors."""
+
+    model_config = ConfigDict(frozen=True, extra="forbid", protected_namespaces=())
+
+
+class RuntimeConfig(StrictModel):
+    """Where and how models run."""
+
+    device: str = Field("auto", description="auto | cpu | cuda | cuda:N | mps")
+    dtype: Literal["auto", "float32", "bfloat16", "float16"] = Field(
+        "float32", description="fp32 on CPU; bf16 is the usual choice on recent GPUs"
+    )
+    batch_size: int = Field(16, ge=1)
+    seed: int = 0
+    trust_remote_code: bool = Field(
+        False, description="run model code shipped with a checkpoint; off unless you trust it"
+    )
+    allow_pickle: bool = Field(
+        False, description="allow loading pickle-based .bin weights (unsafe); safetensors otherwise"
+    )
+    progress: bool = True
+
+
+class TaskConfig(StrictModel):
+    """One task to evaluate: a registry name (hellaswag, piqa, gsm8k, samsum, demo_*) or a
+    local JSONL file (``path`` + ``kind``)."""
+
+    name: str
+    kind: Literal["multiple_choice", "generation"] | None = None
+    path: str | None = Field(None, description="local JSONL file; overrides the registry source")
+    split: str = "test"
+    limit: int | None = Field(None, ge=1, description="evaluate only the first N examples")
+    # generation settings (None = the task's default)
+    max_new_tokens: int | None = Field(None, ge=1)
+    stop: list[str] | None = None
+    no_repeat_ngram_size: int | None = Field(None, ge=0)
+    extract: str | None = Field(
+        None, description="answer extraction: none | gsm8k | last_number | regex:<pattern>"
+    )
+    metric: str | None = Field(
+        None, description="multiple choice: acc | acc_norm; generation: exact_match | rouge1 | ..."
+    )
+
+
+class CompareConfig(StrictModel):
+    """How two prediction sets are compared."""
+
+    tolerance: float = Field(0.0, ge=0.0, description="similarity flips need |ΔS| > tolerance")
+    bootstrap: int = Field(1000, ge=0, description="paired bootstrap resamples (0 = no CIs)")
+    confidence: float = Field(0.95, gt=0.0, lt=1.0)
+    seed: int = 0
+    allow_prompt_mismatch: bool = False
+    fail_if: list[str] = Field(
+        default_factory=list, description='gate conditions, e.g. "negative_flip_rate>0.02"'
+    )
+
+
+class EvalConfig(StrictModel):
+    """``compatlm eval``: score old, new and candidates on tasks, then compare and report."""
+
+    old: str = Field(description="ModelSpec of the old version: base[@rev][+adapter[@rev]]")
+    new: str = Field(description="ModelSpec of the new version")
+    candidates: dict[str, str] = Field(default_factory=dict, description="name -> ModelSpec")
+    tasks: list[TaskConfig]
+    runtime: RuntimeConfig = RuntimeConfig()
+    compare: CompareConfig = CompareConfig()
+    out: str | None = Field(None, description="run directory (the --out flag wins)")
+
+
+def _valid_keys(cls: type[BaseModel]) -> list[str]:
+    return sorted(cls.model_fields)
+
+
+def _check_unknown(cls: type[BaseModel], data: Any, prefix: str, source: str) -> None:
+    """Walk ``data`` against ``cls`` and raise on the first unknown key, naming the valid ones."""
+    if not isinstance(data, dict):
+        return
+    for key, value in data.items():
+        if key not in cls.model_fields:
+            path = f"{prefix}{key}"
+            raise CompatlmError(
+                f"{source}: unknown key {path!r}; valid keys"
+                f"{' under ' + prefix.rstrip('.') if prefix else ''}: {', '.join(_valid_keys(cls))}"
+            )
+        sub = _submodel(cls.model_fields[key].annotation)
+        if sub is not None:
+            if isinstance(value, list):
+                for i, item in enumerate(value):
+                    _check_unknown(sub, item, f"{prefix}{key}[{i}].", source)
+            else:
+                _check_unknown(sub, value, f"{prefix}{key}.", source)
+
+
+def _submodel(annotation: Any) -> type[BaseModel] | None:
+    """The StrictModel inside ``X``, ``list[X]`` or ``X | None``, if any."""
+    if isinstance(annotation, type) and issubclass(annotation, BaseModel):
+        return annotation
+    for arg in getattr(annotation, "__args__", ()) or ():
+        found = _submodel(arg)
+        if found is not None:
+            return found
+    return None
+
+
+def parse_override(text: str) -> tuple[list[str], Any]:
+    """``"runtime.batch_size=8"`` -> (["runtime", "batch_size"], 8); split on the first ``=``."""
+    if "=" not in text:
+        raise CompatlmError(f"override {text!r}: expected section.key=value")
+    key, raw = text.split("=", 1)
+    parts = key.strip().split(".")
+    if not all(parts):
+        raise CompatlmError(f"override {text!r}: empty key segment")
+    try:
+        value = yaml.safe_load(raw) if raw.strip() else None
+    except yaml.YAMLError as err:
+        raise CompatlmError(f"override {text!r}: value is not valid YAML ({err})") from None
+    return parts, value
+
+
+def apply_overrides(data: dict[str, Any], overrides: list[str]) -> dict[str, Any]:
+    """Return a copy of ``data`` with every ``a.b=value`` applied (lists indexed by number)."""
+    import copy
+
+    out = copy.deepcopy(data)
+    for text in overrides:
+        parts, value = parse_override(text)
+        node: Any = out
+        for part in parts[:-1]:
+            if isinstance(node, list):
+                node = node[_index(part, node, text)]
+            else:
+                node = node.setdefault(part, {})
+                if not isinstance(node, (dict, list)):
+                    raise CompatlmError(f"override {text!r}: {part!r} is not a section")
+        last = parts[-1]
+        if isinstance(node, list):
+            node[_index(last, node, text)] = value
+        else:
+            node[last] = value
+    return out
+
+
+def _index(part: str, node: list, text: str) -> int:
+    if not part.isdigit() or int(part) >= len(node):
+        raise CompatlmError(
+            f"override {text!r}: {part!r} is not an index of a {len(node)}-item list"
+        )
+    return int(part)
+
+
+def _drop_nones(data: Any) -> Any:
+    # None means "not given": remove it so the default applies (a YAML `key:` with no value too).
+    if isinstance(data, dict):
+        return {k: _drop_nones(v) for k, v in data.items() if v is not None}
+    if isinstance(data, list):
+        return [_drop_nones(v) for v in data]
+    return data
+
+
+def read_yaml(path: str | Path) -> dict[str, Any]:
+    path = Path(path)
+    if not path.is_file():
+        raise input_error("config file not found", path)
+    try:
+        data = yaml.safe_load(path.read_text(encoding="utf-8"))
+    except UnicodeDecodeError:
+        raise input_error("config is not valid UTF-8", path) from None
+    except yaml.YAMLError as err:
+        mark = getattr(err, "problem_mark", None)
+        line = mark.line + 1 if mark is not None else None
+        raise input_error(f"invalid YAML ({getattr(err, 'problem', err)})", path, line) from None
+    if data is None:
+        raise input_error("config is empty", path)
+    if not isinstance(data, dict):
+        raise input_error(f"expected a mapping at the top, found {type(data).__name__}", path)
+    return data
+
+
+def build_config(cls: type[C], data: dict[str, Any], source: str = "config") -> C:
+    """Validate ``data`` into ``cls`` with one-line errors."""
+    data = _drop_nones(data)
+    _check_unknown(cls, data, "", source)
+    try:
+        return cls.model_validate(data)
+    except ValidationError as err:
+        first = err.errors()[0]
+        loc = ".".join(str(p) for p in first["loc"]) or "(top)"
+        found = first.get("input")
+        found_s = "" if isinstance(found, dict) else f", found {found!r}"
+        raise CompatlmError(f"{source}: field {loc!r}: {first['msg']}{found_s}") from None
+
+
+def load_config(cls: type[C], path: str | Path | None, overrides: list[str] | None = None) -> C:
+    """defaults < YAML file (optional) < overrides."""
+    data = read_yaml(path) if path is not None else {}
+    data = apply_overrides(data, overrides or [])
+    return build_config(cls, data, str(path) if path is not None else "overrides")
+
+
+def dump_config(cfg: BaseModel) -> str:
+    """The fully resolved config as YAML (what ``config.yaml`` in a run directory holds)."""
+    return yaml.safe_dump(cfg.model_dump(mode="json"), sort_keys=False, allow_unicode=True)

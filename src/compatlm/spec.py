@@ -1,0 +1,76 @@
+"""ModelSpec: the one string that names a model version everywhere in compatlm.
+
+Grammar: ``base[@revision][+adapter[@revision]]``. ``base`` is a local directory or a hub id;
+``adapter`` is a PEFT adapter directory (or hub id). Examples::
+
+    runs/family/old                      # a local base model
+    meta-llama/Llama-2-7b-hf@main+runs/piqa_new/adapter
+    runs/family/new+runs/compat/adapter
+
+An ``@`` is read as a revision only after the last ``/`` of a part and only when the part is not
+an existing local path, so local paths containing ``@`` keep working.
+"""
+
+from __future__ import annotations
+
+import os
+from dataclasses import dataclass
+
+from compatlm.errors import CompatlmError
+
+
+def _split_revision(part: str) -> tuple[str, str | None]:
+    if os.path.exists(part):
+        return part, None
+    slash = part.rfind("/")
+    at = part.rfind("@")
+    if at > slash and at > 0:
+        name, rev = part[:at], part[at + 1 :]
+        if not rev:
+            raise CompatlmError(f"model spec part {part!r}: empty revision after '@'")
+        return name, rev
+    return part, None
+
+
+@dataclass(frozen=True)
+class ModelSpec:
+    base: str
+    base_revision: str | None = None
+    adapter: str | None = None
+    adapter_revision: str | None = None
+
+    @classmethod
+    def parse(cls, text: str | ModelSpec) -> ModelSpec:
+        if isinstance(text, ModelSpec):
+            return text
+        if not isinstance(text, str) or not text.strip():
+            raise CompatlmError(f"model spec {text!r}: empty; expected base[@rev][+adapter[@rev]]")
+        text = text.strip()
+        if os.path.exists(text):
+            return cls(base=text)
+        if text.count("+") > 1:
+            raise CompatlmError(
+                f"model spec {text!r}: more than one '+'; expected base[@rev][+adapter[@rev]]"
+            )
+        base_part, _, adapter_part = text.partition("+")
+        if not base_part:
+            raise CompatlmError(f"model spec {text!r}: missing base before '+'")
+        if "+" in text and not adapter_part:
+            raise CompatlmError(f"model spec {text!r}: missing adapter after '+'")
+        base, base_rev = _split_revision(base_part)
+        adapter, adapter_rev = _split_revision(adapter_part) if adapter_part else (None, None)
+        return cls(base, base_rev, adapter, adapter_rev)
+
+    def format(self) -> str:
+        out = self.base + (f"@{self.base_revision}" if self.base_revision else "")
+        if self.adapter:
+            out += (
+                "+" + self.adapter + (f"@{self.adapter_revision}" if self.adapter_revision else "")
+            )
+        return out
+
+    def with_adapter(self, adapter: str | None, revision: str | None = None) -> ModelSpec:
+        return ModelSpec(self.base, self.base_revision, adapter, revision)
+
+    def __str__(self) -> str:
+        return self.format()
