@@ -49,8 +49,14 @@ class TaskConfig(StrictModel):
 
     name: str
     kind: Literal["multiple_choice", "generation"] | None = None
-    path: str | None = Field(None, description="local JSONL file; overrides the registry source")
-    split: str = "test"
+    path: str | None = Field(
+        None,
+        description="local source: compatlm JSONL, or for hellaswag/piqa/gsm8k/samsum a file or"
+        " directory of parquet/json/jsonl in the hub dataset's schema",
+    )
+    split: str | None = Field(
+        None, description="dataset split; None = the task's default (validation for hellaswag/piqa)"
+    )
     limit: int | None = Field(None, ge=1, description="evaluate only the first N examples")
     # generation settings (None = the task's default)
     max_new_tokens: int | None = Field(None, ge=1)
@@ -61,6 +67,17 @@ class TaskConfig(StrictModel):
     )
     metric: str | None = Field(
         None, description="multiple choice: acc | acc_norm; generation: exact_match | rouge1 | ..."
+    )
+    pass_threshold: float | None = Field(
+        None, ge=0.0, le=1.0, description="similarity metrics: score >= this counts as correct"
+    )
+    chat_template: bool = Field(
+        False, description="generation: wrap the prompt in the tokenizer's chat template"
+    )
+    models: dict[str, str] = Field(
+        default_factory=dict,
+        description="per-task ModelSpec by role (each task has its own adapter): overrides"
+        " old/new/candidates for this task; a role named only here is evaluated on this task only",
     )
 
 

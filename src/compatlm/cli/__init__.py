@@ -78,11 +78,22 @@ def _setup_logging(verbose: int, quiet: bool) -> None:
         for noisy in ("transformers", "peft", "datasets", "accelerate", "httpx"):
             logging.getLogger(noisy).setLevel(logging.ERROR)
         os.environ.setdefault("TRANSFORMERS_VERBOSITY", "error")
+        # One "Loading weights" bar per model load drowns compatlm's own progress.
+        from transformers.utils import logging as hf_logging
+
+        hf_logging.disable_progress_bar()
 
 
 def main(argv: Sequence[str] | None = None) -> int:
     parser = build_parser()
-    args = parser.parse_args(list(argv) if argv is not None else None)
+    args, extra = parser.parse_known_args(list(argv) if argv is not None else None)
+    if extra:
+        # argparse stops filling a trailing `overrides` list once an option follows it
+        # (`CONFIG --out DIR a.b=1`); such leftovers are overrides too, anything else is an error.
+        if hasattr(args, "overrides") and all("=" in a and not a.startswith("-") for a in extra):
+            args.overrides = [*(args.overrides or []), *extra]
+        else:
+            parser.error(f"unrecognized arguments: {' '.join(extra)}")
     if getattr(args, "func", None) is None:
         parser.print_help()
         return 2

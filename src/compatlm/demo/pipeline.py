@@ -1,0 +1,225 @@
+"""``compatlm demo``: the whole story on the embedded tiny family, in one resumable command.
+
+Per seed and task: train a task adapter on the old base and on the new base (the "vanilla
+update"), train the MUSCLE compatibility adapter (Echterhoff et al., arXiv 2407.09435) on the new
+base, build the training-free alternatives (port, interpolate), then evaluate every role on the
+task's test split in one run directory per seed. :mod:`compatlm.demo.summary` aggregates the
+seeds into the paper's Tables 4–6 shape.
+
+Layout of ``--out``::
+
+    family.json                         which cached family was used (paths, recipe hash)
+    seed<S>/adapters/<task>/<role>/     train runs (PEFT adapter in adapter/) and candidates
+    seed<S>/eval/                       an ordinary eval run dir (predictions, flips, reports)
+    summary.json, report.md, report.html
+
+Every finished step writes ``done.json`` beside its output; a rerun skips finished steps and
+resumes unfinished ones from their checkpoints, so an interrupted demo costs only the step it
+was in.
+"""
+
+from __future__ import annotations
+
+import logging
+import time
+from collections.abc import Callable
+from pathlib import Path
+from typing import Any
+
+from pydantic import Field
+
+from compatlm.config import EvalConfig, RuntimeConfig, StrictModel, TaskConfig
+from compatlm.errors import CompatlmError
+from compatlm.io import atomic_write_json, prepare_out_dir
+
+log = logging.getLogger(__name__)
+
+ALTERNATIVES = ("port", "interpolate")
+
+
+class DemoTraining(StrictModel):
+    """Hyper-parameters of the demo's adapters (small LoRAs, a few epochs: CPU minutes)."""
+
+    r: int = Field(16, ge=1)
+    alpha: float = Field(32.0, gt=0)
+    lr: float = Field(2e-3, gt=0)
+    epochs: int = Field(3, ge=1)
+    batch_size: int = Field(16, ge=1)
+    compat_lr: float = Field(1e-3, gt=0)
+    compat_epochs: int = Field(2, ge=1)
+    limit_train: int | None = Field(None, ge=1, description="use only the first N train examples")
+
+
+class DemoConfig(StrictModel):
+    seeds: list[int] = Field(default_factory=lambda: [0])
+    tasks: list[str] | None = Field(None, description="default: every demo task")
+    quick: bool = False
+    alternatives: list[str] = Field(default_factory=lambda: list(ALTERNATIVES))
+    mask: str = "student_wrong"
+    temperature: float = 2.0
+    kd_weight: float = 1.0
+    teacher_old: str = "cache"
+    training: DemoTraining = DemoTraining()
+    limit_test: int | None = Field(None, ge=1, description="evaluate only the first N test rows")
+    runtime: RuntimeConfig = RuntimeConfig(batch_size=32)
+
+
+def _step(path: Path, what: str, fn: Callable[[], Any]) -> Any:
+    """Run ``fn`` unless ``path/done.json`` says it finished; record its result there."""
+    import json
+
+    marker = path / "done.json"
+    if marker.is_file():
+        log.info("%s: done earlier, reusing %s", what, path)
+        return json.loads(marker.read_text(encoding="utf-8"))["result"]
+    t0 = time.perf_counter()
+    log.info("%s ...", what)
+    result = fn()
+    atomic_write_json(marker, {"result": result, "seconds": round(time.perf_counter() - t0, 2)})
+    return result
+
+
+def _task_cfg(family: Any, task: str, split: str, limit: int | None = None) -> TaskConfig:
+    return TaskConfig(
+        name=task,
+        kind=family.task_kind(task),
+        path=str(family.task_dir(task) / f"{split}.jsonl"),
+        split=split,
+        limit=limit,
+    )
+
+
+def train_task_adapter(
+    cfg: DemoConfig, family: Any, base: str, task: str, seed: int, out: Path
+) -> str:
+    from compatlm.train.config import LoraSettings, OptimSettings, TrainTaskConfig
+    from compatlm.train.task import train_task
+
+    t = cfg.training
+    tcfg = TrainTaskConfig(
+        base=base,
+        task=_task_cfg(family, task, "train", t.limit_train),
+        lora=LoraSettings(r=t.r, alpha=t.alpha),
+        optim=OptimSettings(lr=t.lr, epochs=t.epochs, batch_size=t.batch_size, seed=seed),
+        runtime=cfg.runtime.model_copy(update={"seed": seed}),
+    )
+    return str(train_task(tcfg, out, resume=True))
+
+
+def train_muscle(
+    cfg: DemoConfig, family: Any, old: str, new: str, task: str, seed: int, out: Path
+) -> str:
+    from compatlm.train.compat import train_compat
+    from compatlm.train.config import OptimSettings, TrainCompatConfig
+
+    t = cfg.training
+    ccfg = TrainCompatConfig(
+        old=old,
+        new=new,
+        task=_task_cfg(family, task, "train", t.limit_train),
+        mask=cfg.mask,  # type: ignore[arg-type]
+        temperature=cfg.temperature,
+        kd_weight=cfg.kd_weight,
+        teacher_old=cfg.teacher_old,  # type: ignore[arg-type]
+        optim=OptimSettings(
+            lr=t.compat_lr, epochs=t.compat_epochs, batch_size=t.batch_size, seed=seed
+        ),
+        runtime=cfg.runtime.model_copy(update={"seed": seed}),
+    )
+    return str(train_compat(ccfg, out, resume=True))
+
+
+def build_alternative(name: str, old: str, new: str, out: Path, runtime: RuntimeConfig) -> str:
+    from compatlm.methods.config import InterpolateConfig, PortConfig
+    from compatlm.methods.registry import get_method
+
+    if name == "port":
+        mcfg: StrictModel = PortConfig(old=old, new=new, runtime=runtime)
+    elif name == "interpolate":
+        mcfg = InterpolateConfig(old=old, new=new, alpha=0.5, runtime=runtime)
+    else:
+        raise CompatlmError(f"demo: unknown alternative {name!r}; valid: {', '.join(ALTERNATIVES)}")
+    return get_method(name).build(mcfg, prepare_out_dir(out, overwrite=True), runtime=runtime)
+
+
+def run_seed(cfg: DemoConfig, family: Any, tasks: list[str], seed: int, out: Path) -> Path:
+    """Train every adapter of one seed, then evaluate all roles on every task's test split."""
+    from compatlm.eval.pipeline import run_eval
+
+    old_base, new_base = str(family.old_dir), str(family.new_dir)
+    task_cfgs = []
+    for task in tasks:
+        d = out / "adapters" / task
+        old_ad = _step(
+            d / "old",
+            f"seed {seed} · {task}: task adapter on the old base",
+            lambda d=d, task=task: train_task_adapter(cfg, family, old_base, task, seed, d / "old"),
+        )
+        new_ad = _step(
+            d / "new",
+            f"seed {seed} · {task}: task adapter on the new base",
+            lambda d=d, task=task: train_task_adapter(cfg, family, new_base, task, seed, d / "new"),
+        )
+        old, new = f"{old_base}+{old_ad}", f"{new_base}+{new_ad}"
+        models = {"old": old, "new": new}
+        models["muscle"] = f"{new_base}+" + _step(
+            d / "muscle",
+            f"seed {seed} · {task}: MUSCLE compatibility adapter",
+            lambda d=d, task=task, old=old, new=new: train_muscle(
+                cfg, family, old, new, task, seed, d / "muscle"
+            ),
+        )
+        for alt in cfg.alternatives:
+            models[alt] = _step(
+                d / alt,
+                f"seed {seed} · {task}: {alt}",
+                lambda d=d, alt=alt, old=old, new=new: build_alternative(
+                    alt, old, new, d / alt / "candidate", cfg.runtime
+                ),
+            )
+        task_cfgs.append(
+            _task_cfg(family, task, "test", cfg.limit_test).model_copy(update={"models": models})
+        )
+    ecfg = EvalConfig(
+        old=old_base,
+        new=new_base,
+        tasks=task_cfgs,
+        runtime=cfg.runtime.model_copy(update={"seed": seed}),
+    )
+    return run_eval(ecfg, out / "eval", resume=True)
+
+
+def run_demo(cfg: DemoConfig, out: str | Path, *, overwrite: bool = False) -> Path:
+    """Build or load the family, run every seed, aggregate; returns the summary report path."""
+    from compatlm.demo.family import FamilyRecipe, build_or_load_family
+    from compatlm.demo.summary import write_summary
+
+    recipe = FamilyRecipe.quick() if cfg.quick else FamilyRecipe.default()
+    out = prepare_out_dir(out, overwrite=overwrite, resume=not overwrite)
+    family = build_or_load_family(recipe, progress=cfg.runtime.progress)
+    tasks = cfg.tasks or list(family.tasks)
+    unknown = [t for t in tasks if t not in family.tasks]
+    if unknown:
+        raise CompatlmError(
+            f"demo --tasks: unknown task {unknown[0]!r}; valid: {', '.join(family.tasks)}"
+        )
+    atomic_write_json(
+        out / "family.json",
+        {
+            "old": str(family.old_dir),
+            "new": str(family.new_dir),
+            "tasks": tasks,
+            "recipe": recipe.model_dump(mode="json"),
+        },
+    )
+    runs = {seed: run_seed(cfg, family, tasks, seed, out / f"seed{seed}") for seed in cfg.seeds}
+    return write_summary(out, runs, tasks)
+
+
+def quick_defaults() -> dict[str, Any]:
+    """``--quick``: small data and one short epoch each, for a minutes-scale end-to-end run."""
+    return {
+        "training": {"epochs": 1, "compat_epochs": 1, "limit_train": 96, "r": 4, "alpha": 8.0},
+        "limit_test": 48,
+        "alternatives": ["port"],
+    }

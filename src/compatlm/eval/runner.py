@@ -1,0 +1,221 @@
+"""Multiple-choice scoring: batched continuation log-likelihoods and the per-example decision.
+
+The MUSCLE paper scores classification tasks (HellaSwag, PIQA) by log-likelihood
+(arXiv 2407.09435, Sec. 4); we reproduce lm-evaluation-harness 0.4.13 so that per-instance
+answers agree with it (checked by ``bench/lmeval_agreement.py``):
+
+* requests are tokenised by :mod:`compatlm.prompts` (context/continuation split, BOS, truncation);
+* they run longest first (a memory error shows in the first batch, and neighbours in the sorted
+  order have similar lengths, so little padding), right-padded with an attention mask;
+* log-softmax is taken in fp32 over the continuation positions only, so a bf16 model's scores
+  are not summed in bf16, and the [batch, time, vocab] fp32 copy is never materialised;
+* ``acc`` picks the argmax of the summed log-probs, ``acc_norm`` the argmax of the sum divided
+  by the choice's character length (without the leading delimiter), ties to the first choice.
+
+Requests with the same model input share one forward row (see :func:`score_requests`).
+"""
+
+from __future__ import annotations
+
+import math
+from collections.abc import Callable, Sequence
+from dataclasses import dataclass
+from typing import Any
+
+import torch
+
+from compatlm.errors import CompatlmError
+from compatlm.prompts import ScoringRequest, encode_choices, prompt_hash, scoring_input
+from compatlm.tasks.base import MCExample
+
+
+@dataclass(frozen=True)
+class ChoiceScore:
+    loglikelihood: float  # summed log-prob of the continuation tokens
+    is_greedy: bool  # every continuation token is the model's argmax
+
+
+@dataclass(frozen=True)
+class MCResult:
+    example: MCExample
+    loglikelihoods: tuple[float, ...]
+    is_greedy: tuple[bool, ...]
+    choice_lengths: tuple[int, ...]
+    decision_scores: tuple[float, ...]
+    pred: int
+    prompt_hash: str
+
+
+def _device_of(model: Any) -> torch.device:
+    return next(model.parameters()).device
+
+
+@torch.inference_mode()
+def score_requests(
+    model: Any,
+    requests: Sequence[ScoringRequest],
+    *,
+    batch_size: int,
+    max_length: int,
+    pad_token_id: int = 0,
+    on_batch: Callable[[int], None] | None = None,
+) -> list[ChoiceScore]:
+    """Continuation log-likelihood of every request, in the order given.
+
+    Requests whose model input is identical share one forward row: the same request twice,
+    and — the common case of single-token answers (" A"/" B"/" C"/" D") — choices that differ
+    only in their last token (input = context + continuation[:-1]); lm-eval's one-token
+    continuation cache does the same. ``on_batch(n)`` is called after each forward with the
+    number of rows it ran.
+    """
+    for req in requests:
+        if len(req.continuation_ids) == 0:
+            raise CompatlmError("a choice tokenises to nothing after its context; cannot score it")
+        if len(req.continuation_ids) > max_length:
+            raise CompatlmError(
+                f"a choice is {len(req.continuation_ids)} tokens, longer than the model's"
+                f" maximum length {max_length}"
+            )
+    prepared = [scoring_input(req, max_length) for req in requests]  # (input ids, n_cont)
+    row_of: dict[tuple[int, ...], int] = {}
+    for ids, _ in prepared:
+        row_of.setdefault(tuple(ids), len(row_of))
+    inputs = list(row_of)
+    users: list[list[int]] = [[] for _ in inputs]  # input row -> requests scored on it
+    for r, (ids, _) in enumerate(prepared):
+        users[row_of[tuple(ids)]].append(r)
+    # Longest first; ties broken by the tokens themselves so the order is deterministic.
+    order = sorted(range(len(inputs)), key=lambda i: (-len(inputs[i]), inputs[i]))
+    device = _device_of(model)
+    scores: list[ChoiceScore | None] = [None] * len(requests)
+    for start in range(0, len(order), batch_size):
+        idx = order[start : start + batch_size]
+        width = len(inputs[idx[0]])  # sorted longest first
+        input_ids = torch.full((len(idx), width), pad_token_id, dtype=torch.long)  # [B, T]
+        attention = torch.zeros((len(idx), width), dtype=torch.long)  # [B, T]
+        for row, i in enumerate(idx):
+            input_ids[row, : len(inputs[i])] = torch.tensor(inputs[i], dtype=torch.long)
+            attention[row, : len(inputs[i])] = 1
+        logits = model(
+            input_ids=input_ids.to(device), attention_mask=attention.to(device)
+        ).logits  # [B, T, V]
+        for row, i in enumerate(idx):
+            length = len(inputs[i])
+            for r in users[i]:
+                n_cont = prepared[r][1]
+                # Positions length-n_cont .. length-1 predict the n_cont continuation tokens.
+                cont_logits = logits[row, length - n_cont : length].float()  # [C, V]
+                logp = torch.log_softmax(cont_logits, dim=-1)  # [C, V]
+                target = torch.tensor(requests[r].continuation_ids, device=logp.device)  # [C]
+                ll = logp.gather(1, target[:, None]).sum()
+                greedy = bool((cont_logits.argmax(dim=-1) == target).all())
+                scores[r] = ChoiceScore(float(ll), greedy)
+        if on_batch is not None:
+            on_batch(len(idx))
+    return scores  # type: ignore[return-value]
+
+
+def decision_scores(
+    loglikelihoods: Sequence[float], lengths: Sequence[int], metric: str
+) -> list[float]:
+    """The per-choice scores the decision is the argmax of (``acc``: raw; ``acc_norm``: per
+    character; an empty choice counts as one character instead of dividing by zero)."""
+    if metric == "acc":
+        return [float(x) for x in loglikelihoods]
+    if metric == "acc_norm":
+        return [float(x) / max(n, 1) for x, n in zip(loglikelihoods, lengths, strict=True)]
+    raise CompatlmError(f"metric {metric!r}: not a multiple-choice metric (acc | acc_norm)")
+
+
+def argmax_first(values: Sequence[float]) -> int:
+    """Index of the maximum, the first one on ties (as numpy.argmax)."""
+    best = 0
+    for i, v in enumerate(values):
+        if v > values[best]:
+            best = i
+    return best
+
+
+def softmax(values: Sequence[float]) -> list[float]:
+    top = max(values)
+    exps = [math.exp(v - top) for v in values]
+    total = sum(exps)
+    return [e / total for e in exps]
+
+
+def score_multiple_choice(
+    model: Any,
+    tokenizer: Any,
+    examples: Sequence[MCExample],
+    *,
+    metric: str,
+    batch_size: int,
+    max_length: int,
+    delimiter: str = " ",
+    on_batch: Callable[[int], None] | None = None,
+) -> list[MCResult]:
+    """Score every choice of every example and decide; one result per example, in order."""
+    per_example = [
+        encode_choices(tokenizer, ex.context, ex.choices, delimiter=delimiter) for ex in examples
+    ]
+    flat = [req for reqs in per_example for req in reqs]
+    pad = tokenizer.pad_token_id if tokenizer.pad_token_id is not None else 0
+    flat_scores = score_requests(
+        model,
+        flat,
+        batch_size=batch_size,
+        max_length=max_length,
+        pad_token_id=pad,
+        on_batch=on_batch,
+    )
+    results = []
+    pos = 0
+    for ex, reqs in zip(examples, per_example, strict=True):
+        choice_scores = flat_scores[pos : pos + len(reqs)]
+        pos += len(reqs)
+        lls = tuple(s.loglikelihood for s in choice_scores)
+        lengths = tuple(len(c) for c in ex.choices)
+        decision = decision_scores(lls, lengths, metric)
+        tokens = [list(reqs[0].context_ids)] + [list(r.continuation_ids) for r in reqs]
+        results.append(
+            MCResult(
+                example=ex,
+                loglikelihoods=lls,
+                is_greedy=tuple(s.is_greedy for s in choice_scores),
+                choice_lengths=lengths,
+                decision_scores=tuple(decision),
+                pred=argmax_first(decision),
+                prompt_hash=prompt_hash(tokens),
+            )
+        )
+    return results
+
+
+def mc_prediction(
+    result: MCResult, *, task: str, role: str, model: str, metric: str, example_hash: str
+) -> dict[str, Any]:
+    """A schema-1 prediction line for one multiple-choice example (field order = the schema)."""
+    ex = result.example
+    probs = softmax(result.decision_scores)
+    others = [s for i, s in enumerate(result.decision_scores) if i != result.pred]
+    margin = result.decision_scores[result.pred] - max(others) if others else None
+    return {
+        "schema_version": 1,
+        "task": task,
+        "kind": "multiple_choice",
+        "role": role,
+        "model": model,
+        "example_id": ex.id,
+        "example_hash": example_hash,
+        "prompt_hash": result.prompt_hash,
+        "target": ex.label,
+        "output": ex.choices[result.pred],
+        "parsed": result.pred,
+        "correct": result.pred == ex.label,
+        "score": probs[ex.label],
+        "margin": margin,
+        "loglikelihoods": list(result.loglikelihoods),
+        "choice_lengths": list(result.choice_lengths),
+        "metric": metric,
+        "slice": ex.slice,
+    }

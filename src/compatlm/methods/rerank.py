@@ -1,0 +1,354 @@
+"""Re-rank (BCR): sample k outputs from the new model, keep the one the old model scores highest.
+
+Backward-Congruent Re-ranking (Cai et al. 2022, "Measuring and Reducing Model Update Regression
+in Structured Prediction for NLP") reduces regression at inference time, with no training: the
+new model proposes candidates, the old model — which users were used to — picks among them.
+Here, for generation tasks: k samples from the new model (temperature / top-p, seeded per
+example so results do not depend on batch size or on resuming), optionally plus its greedy
+output; each is scored by the old model's log-likelihood of the output text given the prompt
+(``sum``, or ``mean`` per token; an output that ended with EOS is scored with its EOS, so
+"stop here" counts too), and the highest-scoring one is the prediction (ties: first candidate).
+An empty candidate has no likelihood to compare and is never preferred over a non-empty one.
+
+This is not a weight-space candidate: :func:`rerank_predictions` returns schema-1 prediction
+lines (role ``rerank`` by default) that ``compatlm compare`` treats like any candidate's, plus the
+inference cost: forward tokens and wall time of sampling and scoring against greedy decoding of
+the new model (forward tokens = prompt + generated tokens per sequence, padding excluded).
+
+Models are loaded one at a time (new, then old), like ``compatlm eval``. Samples are appended to
+``samples.jsonl`` as they are drawn, so an interrupted run resumes without redrawing them.
+"""
+
+from __future__ import annotations
+
+import gc
+import logging
+import math
+import time
+from dataclasses import dataclass
+from pathlib import Path
+from typing import Any
+
+import torch
+
+from compatlm.config import RuntimeConfig, dump_config
+from compatlm.errors import CompatlmError
+from compatlm.eval.generate import gen_prediction, generate
+from compatlm.eval.records import Prediction
+from compatlm.eval.runner import argmax_first, score_requests
+from compatlm.io import (
+    JsonlAppender,
+    atomic_write_json,
+    atomic_write_jsonl,
+    atomic_write_text,
+    env_info,
+    load_resumable,
+    prepare_out_dir,
+)
+from compatlm.methods.config import RerankConfig
+from compatlm.methods.sampling import Candidate, example_seed, sample_outputs
+from compatlm.models import load_model, load_tokenizer, require_same_tokenizer
+from compatlm.prompts import (
+    ScoringRequest,
+    encode_pair,
+    encode_prompt,
+    example_hash,
+    model_max_length,
+    prompt_hash,
+    render_chat,
+    scoring_input,
+)
+from compatlm.spec import ModelSpec
+from compatlm.tasks import ResolvedTask, get_extractor, resolve_task
+
+log = logging.getLogger(__name__)
+
+
+@dataclass
+class RerankOutput:
+    predictions: list[dict[str, Any]]  # schema-1 Prediction lines, in task order
+    choices: list[dict[str, Any]]  # per example: candidate texts, old-model scores, chosen index
+    cost: dict[str, Any]  # forward tokens and wall time against greedy decoding
+
+
+def _score_request(tokenizer: Any, context: str, out: Candidate) -> ScoringRequest | None:
+    """The old model's request for one candidate; None when there is nothing to score."""
+    req = encode_pair(tokenizer, context, out.text)
+    cont = req.continuation_ids
+    if out.finish == "eos" and tokenizer.eos_token_id is not None:
+        cont = (*cont, int(tokenizer.eos_token_id))
+    return ScoringRequest(req.context_ids, cont) if cont else None
+
+
+def _as_output(row: dict[str, Any]) -> Candidate:
+    return Candidate(str(row["text"]), int(row["n_tokens"]), str(row["finish"]))
+
+
+def _ratio(num: float, den: float, reason: str) -> dict[str, Any]:
+    value = num / den if den > 0 else None
+    return {
+        "value": value,
+        "numerator": num,
+        "denominator": den,
+        "reason": None if value is not None else reason,
+    }
+
+
+def _free(loaded: Any) -> None:
+    loaded.model = None
+    gc.collect()
+    if torch.cuda.is_available():
+        torch.cuda.empty_cache()
+
+
+def _draw(
+    task: ResolvedTask,
+    cfg: RerankConfig,
+    runtime: RuntimeConfig,
+    new: str,
+    rows: dict[str, dict],
+    samples_path: Path | None,
+) -> None:
+    """Phase 1 (new model): greedy output and k samples for every example not in ``rows``."""
+    todo = [ex for ex in task.examples if ex.id not in rows]
+    if not todo:
+        return
+    loaded = load_model(new, runtime=runtime)
+    model, tok = loaded.model, loaded.tokenizer
+    max_len = model_max_length(model, tok)
+    prompt_len = max_len - task.max_new_tokens if max_len > task.max_new_tokens else max_len
+    writer = JsonlAppender(samples_path) if samples_path is not None else None
+    try:
+        for start in range(0, len(todo), runtime.batch_size):
+            chunk = todo[start : start + runtime.batch_size]
+            prompts = [
+                encode_prompt(
+                    tok, ex.prompt, chat_template=task.chat_template, max_length=prompt_len
+                )
+                for ex in chunk
+            ]
+            t0 = time.perf_counter()
+            greedy = generate(
+                model,
+                tok,
+                prompts,
+                max_new_tokens=task.max_new_tokens,
+                stop=task.stop,
+                batch_size=runtime.batch_size,
+                no_repeat_ngram_size=task.no_repeat_ngram_size,
+            )
+            greedy_share = (time.perf_counter() - t0) / len(chunk)
+            for ex, ids, g in zip(chunk, prompts, greedy, strict=True):
+                t0 = time.perf_counter()
+                samples = sample_outputs(
+                    model,
+                    tok,
+                    ids,
+                    k=cfg.k,
+                    temperature=cfg.temperature,
+                    top_p=cfg.top_p,
+                    max_new_tokens=task.max_new_tokens,
+                    stop=task.stop,
+                    no_repeat_ngram_size=task.no_repeat_ngram_size,
+                    seed=example_seed(runtime.seed, ex.id),
+                )
+                row = {
+                    "example_id": ex.id,
+                    "example_hash": example_hash(ex.hash_fields()),
+                    "prompt_hash": prompt_hash(ids),
+                    "prompt_tokens": len(ids),
+                    "greedy": {"text": g.text, "n_tokens": g.n_tokens, "finish": g.finish},
+                    "greedy_seconds": greedy_share,
+                    "samples": [vars(s).copy() for s in samples],
+                    "sample_seconds": time.perf_counter() - t0,
+                }
+                rows[ex.id] = row
+                if writer is not None:
+                    writer.write(row)
+    finally:
+        if writer is not None:
+            writer.close()
+        _free(loaded)
+
+
+def rerank_predictions(
+    new: str,
+    old: str,
+    task: ResolvedTask,
+    cfg: RerankConfig,
+    runtime: RuntimeConfig | None = None,
+    *,
+    samples_path: Path | None = None,
+) -> RerankOutput:
+    """BCR predictions for ``task`` (see the module docstring). With ``samples_path``, samples
+    already there (same examples) are reused and new ones appended."""
+    runtime = runtime or cfg.runtime
+    if task.kind != "generation":
+        raise CompatlmError(
+            f"rerank: task {task.name!r} is {task.kind}; re-ranking samples needs a generation task"
+        )
+    tok = load_tokenizer(new, runtime)
+    require_same_tokenizer(
+        load_tokenizer(old, runtime), tok, "rerank (the old model scores the new model's outputs)"
+    )
+    hashes = {ex.id: example_hash(ex.hash_fields()) for ex in task.examples}
+    rows: dict[str, dict] = {}
+    for i, row in enumerate(load_resumable(samples_path) if samples_path else [], start=1):
+        if hashes.get(row.get("example_id")) != row.get("example_hash"):
+            raise CompatlmError(
+                f"{samples_path}:{i}: example {row.get('example_id')!r} is not"
+                f" in task {task.name} as it is now; use --overwrite"
+            )
+        if len(row.get("samples", [])) != cfg.k:
+            raise CompatlmError(
+                f"{samples_path}:{i}: {len(row.get('samples', []))} samples stored but k={cfg.k};"
+                " resume with the same k or use --overwrite"
+            )
+        rows[row["example_id"]] = row
+    resumed = bool(rows)
+    _draw(task, cfg, runtime, new, rows, samples_path)
+
+    # Phase 2 (old model): score every candidate of every example in one batched pass.
+    cands: list[list[Candidate]] = []
+    reqs: list[list[ScoringRequest | None]] = []
+    for ex in task.examples:
+        row = rows[ex.id]
+        outs = [_as_output(s) for s in row["samples"]]
+        if cfg.include_greedy:
+            outs.append(_as_output(row["greedy"]))
+        context = render_chat(tok, ex.prompt) if task.chat_template else ex.prompt
+        cands.append(outs)
+        reqs.append([_score_request(tok, context, o) for o in outs])
+    loaded = load_model(old, runtime=runtime)
+    max_len = model_max_length(loaded.model, loaded.tokenizer)
+    flat = [r for per in reqs for r in per if r is not None]
+    t0 = time.perf_counter()
+    flat_scores = score_requests(
+        loaded.model,
+        flat,
+        batch_size=runtime.batch_size,
+        max_length=max_len,
+        pad_token_id=tok.pad_token_id or 0,
+    )
+    score_seconds = time.perf_counter() - t0
+    _free(loaded)
+    score_tokens = sum(len(scoring_input(r, max_len)[0]) for r in set(flat))
+
+    extractor = get_extractor(task.extract)
+    desc = (
+        f"rerank(new={ModelSpec.parse(new).format()}, old={ModelSpec.parse(old).format()},"
+        f" k={cfg.k})"
+    )
+    predictions, choices, pos = [], [], 0
+    for ex, outs, per in zip(task.examples, cands, reqs, strict=True):
+        scores: list[float] = []
+        for req in per:
+            if req is None:
+                scores.append(-math.inf)
+                continue
+            ll = flat_scores[pos].loglikelihood
+            pos += 1
+            scores.append(ll / len(req.continuation_ids) if cfg.score == "mean" else ll)
+        best = argmax_first(scores)
+        choices.append(
+            {
+                "example_id": ex.id,
+                "candidates": [o.text for o in outs],
+                "finish": [o.finish for o in outs],
+                "scores": [s if math.isfinite(s) else None for s in scores],
+                "chosen": best,
+            }
+        )
+        # gen_prediction reads only `.text` of its output argument, which Candidate provides.
+        row = gen_prediction(
+            ex,
+            outs[best],  # type: ignore[arg-type]
+            task=task.name,
+            role=cfg.role,
+            model=desc,
+            metric=task.metric,
+            extractor=extractor,
+            pass_threshold=task.pass_threshold,
+            example_hash=hashes[ex.id],
+            prompt_hash=rows[ex.id]["prompt_hash"],
+        )
+        predictions.append(Prediction.model_validate(row).model_dump(mode="json"))
+    return RerankOutput(
+        predictions, choices, _cost(task.examples, rows, cfg, score_tokens, score_seconds, resumed)
+    )
+
+
+def _cost(
+    examples: tuple,
+    rows: dict[str, dict],
+    cfg: RerankConfig,
+    score_tokens: int,
+    score_seconds: float,
+    resumed: bool,
+) -> dict[str, Any]:
+    greedy_tokens = sum(
+        rows[ex.id]["prompt_tokens"] + rows[ex.id]["greedy"]["n_tokens"] for ex in examples
+    )
+    greedy_seconds = math.fsum(rows[ex.id]["greedy_seconds"] for ex in examples)
+    sample_tokens = sum(
+        rows[ex.id]["prompt_tokens"] + s["n_tokens"]
+        for ex in examples
+        for s in rows[ex.id]["samples"]
+    )
+    sample_seconds = math.fsum(rows[ex.id]["sample_seconds"] for ex in examples)
+    tokens = sample_tokens + score_tokens + (greedy_tokens if cfg.include_greedy else 0)
+    seconds = sample_seconds + score_seconds + (greedy_seconds if cfg.include_greedy else 0.0)
+    return {
+        "examples": len(examples),
+        "k": cfg.k,
+        "include_greedy": cfg.include_greedy,
+        "greedy": {"forward_tokens": greedy_tokens, "seconds": greedy_seconds},
+        "rerank": {
+            "sample_forward_tokens": sample_tokens,
+            "sample_seconds": sample_seconds,
+            "score_forward_tokens": score_tokens,
+            "score_seconds": score_seconds,
+            "forward_tokens": tokens,
+            "seconds": seconds,
+        },
+        "forward_token_ratio": _ratio(tokens, greedy_tokens, "greedy decoding fed no tokens"),
+        "time_ratio": _ratio(seconds, greedy_seconds, "greedy decoding took no measurable time"),
+        "resumed": resumed,
+        "note": "forward tokens = prompt + generated tokens per sequence (padding excluded);"
+        " wall times of a resumed run include the earlier run's sampling times",
+    }
+
+
+def run_rerank(
+    cfg: RerankConfig, out: str | Path, *, overwrite: bool = False, resume: bool = False
+) -> list[Path]:
+    """``compatlm rerank``: write predictions/<task>/<role>.jsonl, rerank/<task>/choices.jsonl,
+    rerank_cost.json, config.yaml and env.json into ``out``; return the paths written."""
+    task = resolve_task(cfg.task, "task")
+    text = dump_config(cfg)
+    recorded = Path(out) / "config.yaml"
+    if resume and not overwrite and recorded.is_file() and recorded.read_text("utf-8") != text:
+        raise CompatlmError(
+            f"--resume {out}: config.yaml there differs from this run's configuration;"
+            " resume with the same config and overrides, or use --overwrite"
+        )
+    out = prepare_out_dir(out, overwrite=overwrite, resume=resume)
+    rt = cfg.runtime
+    written = [
+        atomic_write_text(out / "config.yaml", text),
+        atomic_write_json(
+            out / "env.json",
+            env_info(seed=rt.seed, device=rt.device, dtype=rt.dtype, batch_size=rt.batch_size),
+        ),
+    ]
+    samples = out / "rerank" / task.name / "samples.jsonl"
+    result = rerank_predictions(cfg.new, cfg.old, task, cfg, rt, samples_path=samples)
+    written += [
+        samples,
+        atomic_write_jsonl(out / "rerank" / task.name / "choices.jsonl", result.choices),
+        atomic_write_jsonl(
+            out / "predictions" / task.name / f"{cfg.role}.jsonl", result.predictions
+        ),
+        atomic_write_json(out / "rerank_cost.json", result.cost),
+    ]
+    return written

@@ -1,0 +1,115 @@
+"""Reports: rendered from files alone, self-contained, and every data value escaped."""
+
+from __future__ import annotations
+
+import json
+import re
+from pathlib import Path
+
+import pytest
+
+from compatlm.config import CompareConfig
+from compatlm.errors import CompatlmError
+from compatlm.eval.compare import compare_files
+from compatlm.report import FLIP_LIST_CAP, render_report
+
+EVIL = "<script>alert('x')</script>"
+
+
+def write(path: Path, rows: list[dict]) -> Path:
+    path.write_text("".join(json.dumps(r) + "\n" for r in rows))
+    return path
+
+
+def evil_run(tmp_path: Path) -> Path:
+    old = [
+        {
+            "example_id": f"{EVIL}{i}",
+            "correct": i < 3,
+            "parsed": EVIL if i < 3 else "b",
+            "output": f"{EVIL} old",
+            "target": EVIL,
+            "slice": EVIL if i % 2 else "plain",
+        }
+        for i in range(6)
+    ] + [{"example_id": f"only-old-{EVIL}", "correct": True}]
+    new = [
+        {
+            "example_id": f"{EVIL}{i}",
+            "correct": i >= 2,
+            "parsed": EVIL if i >= 2 else "c",
+            "output": f"new {EVIL}\nsecond line | pipe",
+            "target": EVIL,
+            "slice": EVIL if i % 2 else "plain",
+        }
+        for i in range(6)
+    ]
+    a = write(tmp_path / "old.jsonl", old)
+    b = write(tmp_path / "new.jsonl", new)
+    out = tmp_path / "out"
+    compare_files(a, b, out, CompareConfig(bootstrap=50))
+    return out
+
+
+def test_html_escapes_data_and_is_self_contained(tmp_path):
+    out = evil_run(tmp_path)
+    html = (out / "report.html").read_text()
+    assert "<script" not in html.lower()
+    assert "&lt;script&gt;alert(&#x27;x&#x27;)&lt;/script&gt;" in html
+    assert not re.search(r"""(src|href)=["']?(https?:)?//""", html)  # no network resources
+    assert "<link" not in html and "@import" not in html
+    n_plots = len(list((out / "plots").glob("*.png")))
+    assert n_plots == 3  # overview, quadrants, slices
+    assert html.count('src="data:image/png;base64,') == n_plots
+    assert html.count("<details>") == 5  # 2 negative + 3 positive flips (see the counts test)
+    md = (out / "report.md").read_text()
+    assert "<script" not in md.lower() and "&lt;script&gt;" in md
+    assert "second line \\| pipe" in md  # one table row per flip: newline folded, pipe escaped
+
+
+def test_counts_in_report_tables(tmp_path):
+    out = evil_run(tmp_path)
+    doc = json.loads((out / "metrics.json").read_text())
+    c = doc["comparisons"][0]["counts"]
+    # old right 0,1,2; new right 2..5 -> NF {0,1}, PF {3,4,5}, both right {2}, both wrong none
+    assert (c["negative_flips"], c["positive_flips"], c["both_correct"], c["both_wrong"]) == (
+        2,
+        3,
+        1,
+        0,
+    )
+    md = (out / "report.md").read_text()
+    assert "| old right | 1 | 2 (NF) |" in md and "| old wrong | 3 (PF) | 0 |" in md
+    assert "Unmatched rows: 1 only in old" in md
+
+
+def test_render_from_files_alone_is_reproducible(tmp_path):
+    out = evil_run(tmp_path)
+    before = {p: (out / p).read_bytes() for p in ("report.md", "report.html")}
+    (tmp_path / "old.jsonl").unlink()
+    (tmp_path / "new.jsonl").unlink()
+    for p in before:
+        (out / p).unlink()
+    written = render_report(out)
+    assert out / "report.md" in written and out / "report.html" in written
+    for p, data in before.items():
+        assert (out / p).read_bytes() == data, p
+
+
+def test_flip_list_is_capped(tmp_path):
+    n = FLIP_LIST_CAP + 5
+    a = write(tmp_path / "a.jsonl", [{"example_id": str(i), "correct": True} for i in range(n)])
+    b = write(tmp_path / "b.jsonl", [{"example_id": str(i), "correct": False} for i in range(n)])
+    out = tmp_path / "out"
+    compare_files(a, b, out, CompareConfig(bootstrap=0))
+    html = (out / "report.html").read_text()
+    assert html.count("<details>") == FLIP_LIST_CAP
+    assert f"Showing the first {FLIP_LIST_CAP} (negative flips first); all {n} are in" in html
+
+
+def test_missing_metrics_json(tmp_path):
+    with pytest.raises(CompatlmError, match=r"metrics.json: not found"):
+        render_report(tmp_path)
+    (tmp_path / "metrics.json").write_text('{"schema_version": 7}')
+    with pytest.raises(CompatlmError, match="expected schema_version 1, found 7"):
+        render_report(tmp_path)
