@@ -9,7 +9,8 @@ import pytest
 
 from compatlm.config import CompareConfig
 from compatlm.errors import CompatlmError
-from compatlm.eval.compare import compare_files, compare_run, compare_sets
+from compatlm.eval.compare import compare_sets
+from compatlm.eval.compare_io import compare_files, compare_run
 from compatlm.eval.records import load_predictions
 
 # Same 10-instance case as test_metrics: old right on 0-6, new right on 0,1,2,3,7; target 0.

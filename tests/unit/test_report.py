@@ -10,7 +10,7 @@ import pytest
 
 from compatlm.config import CompareConfig
 from compatlm.errors import CompatlmError
-from compatlm.eval.compare import compare_files
+from compatlm.eval.compare_io import compare_files
 from compatlm.report import FLIP_LIST_CAP, render_report
 
 EVIL = "<script>alert('x')</script>"

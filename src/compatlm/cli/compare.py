@@ -114,7 +114,7 @@ def _config(args: argparse.Namespace):
 
 def run_compare(args: argparse.Namespace) -> int:
     from compatlm.errors import CompatlmError
-    from compatlm.eval.compare import compare_files, compare_run
+    from compatlm.eval.compare_io import compare_files, compare_run
     from compatlm.eval.gate import parse_conditions
 
     cfg = _config(args)

@@ -5,7 +5,7 @@ Owns the run directory of an evaluation (``config.yaml``, ``env.json``,
 (old, new, then candidates — a 7B pair does not fit twice on most GPUs), every task for that
 model, rows appended and fsynced chunk by chunk so an interrupted run resumes from disk
 (``resume=True`` skips examples already present, keyed by ``example_id``). Finally
-:func:`compatlm.eval.compare.compare_run` writes flips, ``metrics.json`` and the reports.
+:func:`compatlm.eval.compare_io.compare_run` writes flips, ``metrics.json`` and the reports.
 
 Everything a user can get wrong (task files, metric names, candidate names) is checked before
 the output directory is touched or a model is loaded.
@@ -339,7 +339,7 @@ def run_eval(
 
 
 def _compare_and_report(out: Path, cfg: EvalConfig) -> None:
-    from compatlm.eval.compare import compare_run
+    from compatlm.eval.compare_io import compare_run
 
     compare_run(out, cfg.compare)
     if not (out / "report.md").is_file():
