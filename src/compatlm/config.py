@@ -89,6 +89,13 @@ class CompareConfig(StrictModel):
     confidence: float = Field(0.95, gt=0.0, lt=1.0)
     seed: int = 0
     allow_prompt_mismatch: bool = False
+    noise_batch_size: int | None = Field(
+        None,
+        ge=1,
+        description="eval: re-score the new model's multiple-choice tasks with this batch size;"
+        " the largest decision-score change is the noise floor (noise.json) and flips with"
+        " margins below it are labelled within_noise",
+    )
     fail_if: list[str] = Field(
         default_factory=list, description='gate conditions, e.g. "negative_flip_rate>0.02"'
     )

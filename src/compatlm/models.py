@@ -145,6 +145,8 @@ def adapter_config(adapter: str | Path) -> dict[str, Any]:
     cfg_file = path / "adapter_config.json"
     if not path.exists():
         raise CompatlmError(f"adapter {path}: path does not exist")
+    if not path.is_dir():
+        raise CompatlmError(f"adapter {path}: expected a PEFT adapter directory, found a file")
     if not cfg_file.is_file():
         raise CompatlmError(
             f"adapter {path}: no adapter_config.json (not a PEFT adapter directory)"
@@ -244,6 +246,56 @@ def warn_if_other_base(spec: ModelSpec) -> str | None:
     )
     log.warning(msg)
     return msg
+
+
+def meta_base(spec: ModelSpec | str, runtime: RuntimeConfig | None = None) -> Any:
+    """The base model of ``spec`` built on the meta device (shapes only, no weights loaded)."""
+    from transformers import AutoConfig, AutoModelForCausalLM
+
+    spec = ModelSpec.parse(spec)
+    runtime = runtime or RuntimeConfig()
+    if spec.base.startswith((".", "/", "~")) and not Path(spec.base).expanduser().exists():
+        raise CompatlmError(f"base model {spec.base}: path does not exist")
+    try:
+        config = AutoConfig.from_pretrained(
+            spec.base, revision=spec.base_revision, trust_remote_code=runtime.trust_remote_code
+        )
+    except (OSError, ValueError) as err:
+        first = str(err).strip().splitlines()[0] if str(err).strip() else type(err).__name__
+        raise CompatlmError(f"base model {spec.base}: cannot read its config ({first})") from None
+    with torch.device("meta"):
+        return AutoModelForCausalLM.from_config(config, trust_remote_code=runtime.trust_remote_code)
+
+
+def preflight(spec: ModelSpec | str, runtime: RuntimeConfig | None = None) -> None:
+    """Every check :func:`load_model` makes that needs no weights, so a bad spec fails before
+    a run directory is created or an earlier model spends minutes: local paths exist, weights
+    are safetensors (or pickle is allowed), the adapter is a PEFT directory whose LoRA tensors
+    fit the base. The fit is checked on a weightless copy of the base built on the ``meta``
+    device from its config.json (local bases only; hub bases are checked when loaded).
+    """
+    spec = ModelSpec.parse(spec)
+    runtime = runtime or RuntimeConfig()
+    resolve_device(runtime.device)
+    local_base = _is_local(spec.base)
+    base_dir = Path(spec.base).expanduser()
+    if local_base:
+        _check_local_weights(base_dir, runtime.allow_pickle, "base model")
+        if not (base_dir / "config.json").is_file():
+            raise CompatlmError(
+                f"base model {spec.base}: no config.json (not a Hugging Face model directory)"
+            )
+        if not any(any(base_dir.glob(f"*{ext}")) for ext in (".safetensors", ".bin", ".pt")):
+            raise CompatlmError(f"base model {spec.base}: no weights (*.safetensors) found")
+    if spec.adapter is None:
+        return
+    adapter_config(spec.adapter)
+    _adapter_tensors(Path(spec.adapter), runtime.allow_pickle)
+    if not local_base:
+        return
+    # Shapes only: a meta-device instance built from config.json costs no memory or weights.
+    skeleton = meta_base(spec, runtime)
+    check_adapter_fits(skeleton, spec.adapter, allow_pickle=runtime.allow_pickle)
 
 
 def load_base(

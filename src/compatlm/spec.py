@@ -40,9 +40,11 @@ class ModelSpec:
     adapter_revision: str | None = None
 
     @classmethod
-    def parse(cls, text: str | ModelSpec) -> ModelSpec:
+    def parse(cls, text: str | os.PathLike[str] | ModelSpec) -> ModelSpec:
         if isinstance(text, ModelSpec):
             return text
+        if isinstance(text, os.PathLike):  # a pathlib.Path to a local base is a fine spec
+            text = os.fspath(text)
         if not isinstance(text, str) or not text.strip():
             raise CompatlmError(f"model spec {text!r}: empty; expected base[@rev][+adapter[@rev]]")
         text = text.strip()

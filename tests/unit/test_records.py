@@ -272,7 +272,8 @@ def test_lmeval_bad_lines(tmp_path):
         load_predictions(bad)
     with pytest.raises(
         CompatlmError,
-        match=r":1: field 'bleu': metric 'bleu' not on this line; metrics here: exact_match",
+        match=r":1: field 'bleu': no per-sample value for metric 'bleu' on this line; metrics with"
+        r" a value here: exact_match",
     ):
         load_predictions(bad, metric="bleu")
 

@@ -12,6 +12,7 @@ import importlib
 import logging
 import os
 import sys
+import warnings
 from collections.abc import Sequence
 
 from compatlm import __version__
@@ -78,6 +79,11 @@ def _setup_logging(verbose: int, quiet: bool) -> None:
         for noisy in ("transformers", "peft", "datasets", "accelerate", "httpx"):
             logging.getLogger(noisy).setLevel(logging.ERROR)
         os.environ.setdefault("TRANSFORMERS_VERBOSITY", "error")
+        # Deprecation notices between library versions (peft calling a deprecated transformers
+        # method on every adapter load) are for developers, and they would break the contract
+        # that a failed command prints one `error:` line on stderr.
+        warnings.filterwarnings("ignore", category=FutureWarning)
+        warnings.filterwarnings("ignore", category=DeprecationWarning)
         # One "Loading weights" bar per model load drowns compatlm's own progress.
         from transformers.utils import logging as hf_logging
 
@@ -90,7 +96,9 @@ def main(argv: Sequence[str] | None = None) -> int:
     if extra:
         # argparse stops filling a trailing `overrides` list once an option follows it
         # (`CONFIG --out DIR a.b=1`); such leftovers are overrides too, anything else is an error.
-        if hasattr(args, "overrides") and all("=" in a and not a.startswith("-") for a in extra):
+        # A leftover without "=" is a malformed override (`runtime.batch_size`): it is passed on
+        # so the config layer names it ("expected section.key=value") in one error line.
+        if hasattr(args, "overrides") and not any(a.startswith("-") for a in extra):
             args.overrides = [*(args.overrides or []), *extra]
         else:
             parser.error(f"unrecognized arguments: {' '.join(extra)}")

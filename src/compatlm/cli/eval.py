@@ -116,7 +116,7 @@ def run_eval_command(args: argparse.Namespace) -> int:
     _check(cfg)
     run = run_eval(cfg, Path(out), overwrite=args.overwrite, resume=args.resume)
     written = ("config.yaml", "env.json", "predictions", "flips", "metrics.json", "report.md")
-    for name in (*written, "report.html", "plots"):
+    for name in (*written, "report.html", "plots", "noise.json"):
         if (run / name).exists():
             print(run / name)
     if not cfg.compare.fail_if:

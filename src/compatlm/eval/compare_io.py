@@ -83,11 +83,13 @@ def compare_run(
     *,
     reference: str = "old",
     baseline: str = "new",
-    noise_margin: float | None = None,
+    noise_margin: float | dict[str, float] | None = None,
 ) -> dict[str, Any]:
     """Compare every role of ``run_dir/predictions/<task>/<role>.jsonl`` against ``reference``
     and every candidate against ``baseline`` (candidate vs vanilla new model); write flips,
-    metrics.json and the reports into ``run_dir``. Returns the metrics.json document."""
+    metrics.json and the reports into ``run_dir``. Returns the metrics.json document.
+    ``noise_margin`` is one floor for every task or ``{task: floor}`` (decision scores of
+    acc and acc_norm tasks live on different scales); a task missing from the dict has none."""
     parse_conditions(cfg.fail_if)
     run = Path(run_dir)
     pred_root = run / "predictions"
@@ -103,13 +105,14 @@ def compare_run(
                 f"{', '.join(files) or '(none)'}"
             )
         sets = {role: load_predictions(p, role=role) for role, p in files.items()}
+        floor = noise_margin.get(tdir.name) if isinstance(noise_margin, dict) else noise_margin
         for ps in sets.values():
             ps.task = ps.task or tdir.name
         ordered = [reference] + [r for r in (baseline,) if r in sets and r != reference]
         ordered += [r for r in sets if r not in ordered]
         vs_ref = {}
         for role in ordered[1:]:
-            vs_ref[role] = compare_sets(sets[reference], sets[role], cfg, noise_margin=noise_margin)
+            vs_ref[role] = compare_sets(sets[reference], sets[role], cfg, noise_margin=floor)
             comparisons.append(vs_ref[role])
         if baseline in sets and baseline != reference:
             for role in ordered[2:]:
@@ -117,7 +120,7 @@ def compare_run(
                 base = vs_ref[baseline]
                 c.relative_to_baseline = relative_change(c.to_json(), base.to_json(), baseline)
                 comparisons.append(
-                    compare_sets(sets[baseline], sets[role], cfg, noise_margin=noise_margin)
+                    compare_sets(sets[baseline], sets[role], cfg, noise_margin=floor)
                 )
     if not comparisons:
         raise CompatlmError(

@@ -175,9 +175,11 @@ def load_lmeval_samples(
                     f"{', '.join(_metric_names(obj))}; choose with --metric)"
                 )
         if chosen not in obj:
+            # Name only metrics that carry a value: the `metrics` list may name the missing one.
+            present = [n for n in _metric_names(obj) if n in obj]
             raise input_error(
-                f"metric {chosen!r} not on this line; metrics here: "
-                f"{', '.join(_metric_names(obj)) or '(none)'}",
+                f"no per-sample value for metric {chosen!r} on this line; metrics with a value"
+                f" here: {', '.join(present) or '(none)'}",
                 path,
                 lineno,
                 chosen,

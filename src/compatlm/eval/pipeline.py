@@ -16,6 +16,7 @@ from __future__ import annotations
 import gc
 import logging
 import re
+import shutil
 from collections.abc import Iterator, Sequence
 from contextlib import contextmanager
 from pathlib import Path
@@ -37,7 +38,7 @@ from compatlm.io import (
     load_resumable,
     prepare_out_dir,
 )
-from compatlm.models import load_model, load_tokenizer, tokenizer_fingerprint
+from compatlm.models import load_model, load_tokenizer, preflight, tokenizer_fingerprint
 from compatlm.prompts import encode_prompt, example_hash, model_max_length, prompt_hash
 from compatlm.spec import ModelSpec
 from compatlm.tasks import ResolvedTask, get_extractor, resolve_task
@@ -61,10 +62,18 @@ def roles_of(cfg: EvalConfig) -> list[tuple[str, str | None]]:
                 f"candidates: name {name!r} must be a file-safe name (letters, digits, _ . -),"
                 " not 'old'/'new', without '_vs_'"
             )
-    specs = [spec for _, spec in roles] + [s for t in cfg.tasks for s in t.models.values()]
-    for spec in specs:
-        if spec is not None:
+    where: list[tuple[str, str | None]] = list(roles)
+    where += [
+        (f"tasks[{i}].models.{r}", s) for i, t in enumerate(cfg.tasks) for r, s in t.models.items()
+    ]
+    for name, spec in where:
+        if spec is None:
+            continue
+        try:
             ModelSpec.parse(spec)  # a malformed spec fails now, not after the old model ran
+        except CompatlmError as err:
+            field = name if name in RESERVED_ROLES or "." in name else f"candidates.{name}"
+            raise CompatlmError(f"{field}: {err}") from None
     return roles
 
 
@@ -303,13 +312,43 @@ def run_eval(
     roles = roles_of(cfg)
     tasks = resolve_tasks(cfg)
     hashes = {t.name: {ex.id: example_hash(ex.hash_fields()) for ex in t.examples} for t in tasks}
+    # A wrong path or an adapter of another size must fail now, not after the old model ran.
+    every_spec: dict[str, str] = {}  # spec -> the first role using it, for the message
+    for role, default in roles:
+        for spec in task_specs(cfg, role, default).values():
+            every_spec.setdefault(spec, role)
+    for spec, role in every_spec.items():
+        try:
+            preflight(spec, cfg.runtime)
+        except CompatlmError as err:
+            raise CompatlmError(f"{role}: {err}") from None
     out = Path(out)
     cfg = cfg.model_copy(update={"out": str(out)})
-    config_text = dump_config(cfg)
     if resume and out.is_dir():
         _check_resume_config(out, cfg)
+    created = not out.exists()
     out = prepare_out_dir(out, overwrite=overwrite, resume=resume)
-    atomic_write_text(out / "config.yaml", config_text)
+    try:
+        _evaluate(out, cfg, roles, tasks, hashes, resume)
+    except CompatlmError:
+        # Nothing partial: a directory this call created and that holds no prediction yet
+        # (so --resume has nothing to continue from) is removed again.
+        rows = [p for p in (out / "predictions").rglob("*.jsonl") if p.stat().st_size]
+        if created and not rows:
+            shutil.rmtree(out, ignore_errors=True)
+        raise
+    return out
+
+
+def _evaluate(
+    out: Path,
+    cfg: EvalConfig,
+    roles: list[tuple[str, str | None]],
+    tasks: list[ResolvedTask],
+    hashes: dict[str, dict[str, str]],
+    resume: bool,
+) -> None:
+    atomic_write_text(out / "config.yaml", dump_config(cfg))
     rt = cfg.runtime
     env = env_info(seed=rt.seed, device=rt.device, dtype=rt.dtype, batch_size=rt.batch_size)
     env["tasks"] = [t.describe() for t in tasks]
@@ -334,14 +373,17 @@ def run_eval(
     env["tokenizers"] = fingerprints
     env["warnings"] = warnings
     atomic_write_json(out / "env.json", env)
-    _compare_and_report(out, cfg)
-    return out
+    _compare_and_report(out, cfg, tasks)
 
 
-def _compare_and_report(out: Path, cfg: EvalConfig) -> None:
+def _compare_and_report(out: Path, cfg: EvalConfig, tasks: Sequence[ResolvedTask]) -> None:
     from compatlm.eval.compare_io import compare_run
+    from compatlm.eval.noise import measure_run_noise
 
-    compare_run(out, cfg.compare)
+    # compare.noise_batch_size: the new model re-scored with another batch size gives the
+    # noise floor that labels flips within_noise (None when the option is off).
+    noise = measure_run_noise(out, cfg, tasks)
+    compare_run(out, cfg.compare, noise_margin=noise)
     if not (out / "report.md").is_file():
         # compare_run renders the reports itself today; render here if it ever stops doing so.
         from compatlm.report import render_report

@@ -16,8 +16,6 @@ import math
 from pathlib import Path
 from typing import Any
 
-import torch
-
 from compatlm.config import RuntimeConfig, StrictModel, dump_config
 from compatlm.errors import CompatlmError
 from compatlm.io import atomic_write_json, atomic_write_text, env_info, prepare_out_dir
@@ -26,25 +24,6 @@ from compatlm.spec import ModelSpec
 log = logging.getLogger(__name__)
 
 MANIFEST = "candidate.json"
-
-
-def meta_base(spec: ModelSpec | str, runtime: RuntimeConfig | None = None) -> Any:
-    """The base model of ``spec`` built on the meta device (shapes only, no weights loaded)."""
-    from transformers import AutoConfig, AutoModelForCausalLM
-
-    spec = ModelSpec.parse(spec)
-    runtime = runtime or RuntimeConfig()
-    if spec.base.startswith((".", "/", "~")) and not Path(spec.base).expanduser().exists():
-        raise CompatlmError(f"base model {spec.base}: path does not exist")
-    try:
-        config = AutoConfig.from_pretrained(
-            spec.base, revision=spec.base_revision, trust_remote_code=runtime.trust_remote_code
-        )
-    except (OSError, ValueError) as err:
-        first = str(err).strip().splitlines()[0] if str(err).strip() else type(err).__name__
-        raise CompatlmError(f"base model {spec.base}: cannot read its config ({first})") from None
-    with torch.device("meta"):
-        return AutoModelForCausalLM.from_config(config, trust_remote_code=runtime.trust_remote_code)
 
 
 def require_adapter(spec: ModelSpec, role: str, field: str) -> str:

@@ -30,14 +30,13 @@ from compatlm.errors import CompatlmError
 from compatlm.methods.common import (
     check_finite,
     finish_candidate,
-    meta_base,
     require_adapter,
     start_candidate,
 )
 from compatlm.methods.config import InterpolateConfig
 from compatlm.methods.lora import adapter_summary, read_lora, stack_lora, write_lora
 from compatlm.methods.merge import merge_full
-from compatlm.models import check_adapter_fits
+from compatlm.models import check_adapter_fits, meta_base
 from compatlm.spec import ModelSpec
 
 WHY = "interpolate"

@@ -21,13 +21,12 @@ from compatlm.errors import CompatlmError
 from compatlm.methods.common import (
     check_finite,
     finish_candidate,
-    meta_base,
     require_adapter,
     start_candidate,
 )
 from compatlm.methods.config import PortConfig
 from compatlm.methods.lora import copy_adapter
-from compatlm.models import check_adapter_fits, warn_if_other_base
+from compatlm.models import check_adapter_fits, meta_base, warn_if_other_base
 from compatlm.spec import ModelSpec
 
 log = logging.getLogger(__name__)

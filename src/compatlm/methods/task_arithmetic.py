@@ -29,11 +29,11 @@ from typing import Literal
 
 from compatlm.config import RuntimeConfig
 from compatlm.errors import CompatlmError
-from compatlm.methods.common import check_finite, finish_candidate, meta_base, start_candidate
+from compatlm.methods.common import check_finite, finish_candidate, start_candidate
 from compatlm.methods.config import TaskArithmeticConfig, TaskVector
 from compatlm.methods.lora import adapter_summary, read_lora, stack_lora, write_lora
 from compatlm.methods.merge import merge_full
-from compatlm.models import check_adapter_fits
+from compatlm.models import check_adapter_fits, meta_base
 from compatlm.spec import ModelSpec
 
 WHY = "task_arithmetic"
