@@ -30,6 +30,8 @@ from typing import Any
 
 DEFAULT_MAX_LENGTH = 2048  # lm-eval's fallback when neither config nor tokenizer knows
 # transformers' "no limit" sentinel for tokenizer.model_max_length (int(1e30)).
+# lm-eval's target_delimiter: what separates a context/prompt from its answer.
+TARGET_DELIMITER = " "
 _TOKENIZER_INFINITY = 1000000000000000019884624838656
 
 
@@ -91,7 +93,7 @@ def encode_pair(tokenizer: Any, context: str, continuation: str) -> ScoringReque
 
 
 def encode_choices(
-    tokenizer: Any, context: str, choices: Sequence[str], *, delimiter: str = " "
+    tokenizer: Any, context: str, choices: Sequence[str], *, delimiter: str = TARGET_DELIMITER
 ) -> list[ScoringRequest]:
     """One request per choice; the continuation is ``delimiter + choice`` as in lm-eval.
 

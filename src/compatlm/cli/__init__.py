@@ -60,10 +60,16 @@ def build_parser() -> argparse.ArgumentParser:
 def _setup_logging(verbose: int, quiet: bool) -> None:
     level = logging.WARNING if quiet else logging.DEBUG if verbose > 0 else logging.INFO
     try:
+        from rich.console import Console
         from rich.logging import RichHandler
 
+        # Logs go to stderr: stdout carries only results (paths written, a spec), so it pipes.
         handler: logging.Handler = RichHandler(
-            show_time=False, show_path=False, markup=False, rich_tracebacks=False
+            console=Console(stderr=True),
+            show_time=False,
+            show_path=False,
+            markup=False,
+            rich_tracebacks=False,
         )
         fmt = "%(message)s"
     except ImportError:  # pragma: no cover - rich is a dependency

@@ -25,7 +25,13 @@ from typing import Any
 import torch
 
 from compatlm.errors import CompatlmError
-from compatlm.prompts import ScoringRequest, encode_choices, prompt_hash, scoring_input
+from compatlm.prompts import (
+    TARGET_DELIMITER,
+    ScoringRequest,
+    encode_choices,
+    prompt_hash,
+    scoring_input,
+)
 from compatlm.tasks.base import MCExample
 
 
@@ -151,7 +157,7 @@ def score_multiple_choice(
     metric: str,
     batch_size: int,
     max_length: int,
-    delimiter: str = " ",
+    delimiter: str = TARGET_DELIMITER,
     on_batch: Callable[[int], None] | None = None,
 ) -> list[MCResult]:
     """Score every choice of every example and decide; one result per example, in order."""

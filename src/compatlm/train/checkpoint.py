@@ -1,0 +1,252 @@
+"""Resumable training checkpoints and the adapter directory, both replaced atomically.
+
+``checkpoint/`` holds what a stopped run needs to continue as if it had never stopped: the
+trainable tensors (safetensors), optimiser and scheduler state, every process's RNG state, and
+the loop counters (``state.json``). It is written into a temporary sibling directory and renamed
+into place, so a crash while saving leaves the previous checkpoint intact. Only trainable
+tensors are saved — a checkpoint of a LoRA run is megabytes, not a copy of the base.
+
+Also here: the cheap checksum that proves frozen weights did not move during training.
+"""
+
+from __future__ import annotations
+
+import json
+import logging
+import random
+import shutil
+from collections.abc import Callable
+from pathlib import Path
+from typing import Any
+
+import torch
+from torch import Tensor
+
+from compatlm.errors import CompatlmError
+from compatlm.io import atomic_write_json
+
+log = logging.getLogger(__name__)
+
+CHECKPOINT = "checkpoint"
+
+
+def trainable_named(model: Any) -> dict[str, Tensor]:
+    return {n: p for n, p in model.named_parameters() if p.requires_grad}
+
+
+def frozen_checksum(model: Any) -> Tensor:
+    """(n_frozen, 2) float64: sum and L2 norm of every frozen tensor. Cheap, and exact to
+    compare: the same reduction over the same bits gives the same number."""
+    rows = [
+        torch.stack([p.detach().sum(dtype=torch.float64), p.detach().double().norm()]).cpu()
+        for p in model.parameters()
+        if not p.requires_grad
+    ]
+    return torch.stack(rows) if rows else torch.zeros((0, 2), dtype=torch.float64)
+
+
+def replace_dir(tmp: Path, target: Path) -> None:
+    """Swap the finished directory ``tmp`` into ``target`` (old copy moved aside, then deleted)."""
+    old = target.with_name(f".{target.name}.old")
+    if old.exists():
+        shutil.rmtree(old)
+    if target.exists():
+        target.rename(old)
+    tmp.rename(target)
+    if old.exists():
+        shutil.rmtree(old)
+
+
+def surviving_dir(target: Path) -> Path:
+    """``target``, or the copy :func:`replace_dir` moved aside if a kill struck between its two
+    renames (then ``target`` is missing but ``.target.old`` is complete)."""
+    old = target.with_name(f".{target.name}.old")
+    return old if not target.exists() and old.exists() else target
+
+
+def save_adapter_atomic(save_fn: Callable[[Any, Path], None], model: Any, target: Path) -> None:
+    """Run ``save_fn(model, tmp)`` and move the result to ``target`` in one rename."""
+    tmp = target.with_name(f".{target.name}.tmp")
+    if tmp.exists():
+        shutil.rmtree(tmp)
+    save_fn(model, tmp)
+    replace_dir(tmp, target)
+
+
+def _rng_state() -> dict[str, Any]:
+    state: dict[str, Any] = {"torch": torch.get_rng_state(), "python": random.getstate()}
+    if torch.cuda.is_available():
+        state["cuda"] = torch.cuda.get_rng_state_all()
+    return state
+
+
+def _set_rng_state(state: dict[str, Any]) -> None:
+    torch.set_rng_state(state["torch"])
+    random.setstate(state["python"])
+    if "cuda" in state and torch.cuda.is_available():
+        torch.cuda.set_rng_state_all(state["cuda"])
+
+
+def save_checkpoint(
+    acc: Any, out: Path, model: Any, optimizer: Any, scheduler: Any, state: dict[str, Any]
+) -> None:
+    """Write ``out/checkpoint`` (collective: every process must call it)."""
+    from safetensors.torch import save_file
+
+    tmp = out / f".{CHECKPOINT}.tmp"
+    if acc.is_main_process:
+        if tmp.exists():
+            shutil.rmtree(tmp)
+        tmp.mkdir(parents=True)
+    acc.wait_for_everyone()
+    # Every process has its own RNG stream (dropout masks differ per process).
+    torch.save(_rng_state(), tmp / f"rng_{acc.process_index}.pt")
+    if acc.is_main_process:
+        tensors = {n: p.detach().cpu().contiguous() for n, p in trainable_named(model).items()}
+        save_file(tensors, str(tmp / "trainable.safetensors"))
+        torch.save(
+            {"optimizer": optimizer.state_dict(), "scheduler": scheduler.state_dict()},
+            tmp / "trainer.pt",
+        )
+        atomic_write_json(tmp / "state.json", {**state, "world_size": acc.num_processes})
+    acc.wait_for_everyone()
+    if acc.is_main_process:
+        replace_dir(tmp, out / CHECKPOINT)
+    acc.wait_for_everyone()
+
+
+def load_checkpoint(
+    acc: Any, ckpt: Path, model: Any, optimizer: Any, scheduler: Any
+) -> dict[str, Any]:
+    """Restore tensors, optimiser, scheduler and this process's RNG; return the counters."""
+    from safetensors.torch import load_file
+
+    state = json.loads((ckpt / "state.json").read_text(encoding="utf-8"))
+    saved = load_file(str(ckpt / "trainable.safetensors"))
+    params = trainable_named(model)
+    if set(saved) != set(params):
+        raise CompatlmError(
+            f"{ckpt}: the checkpoint holds other trainable tensors than this model "
+            f"({len(saved)} vs {len(params)}); it was written by another configuration"
+        )
+    with torch.no_grad():
+        for name, p in params.items():
+            p.copy_(saved[name].to(p.device, p.dtype))
+    # weights_only: these files hold tensors, numbers and tuples only, never code.
+    trainer = torch.load(ckpt / "trainer.pt", map_location="cpu", weights_only=True)
+    optimizer.load_state_dict(trainer["optimizer"])
+    scheduler.load_state_dict(trainer["scheduler"])
+    rng_file = ckpt / f"rng_{acc.process_index}.pt"
+    if state.get("world_size") != acc.num_processes or not rng_file.exists():
+        log.warning(
+            "checkpoint was written by %s process(es), resuming with %s: data sharding and"
+            " random streams differ from an uninterrupted run",
+            state.get("world_size"),
+            acc.num_processes,
+        )
+    if rng_file.exists():
+        _set_rng_state(torch.load(rng_file, weights_only=True))
+    return state
+
+
+# --------------------------------------------------------------------------- run directory
+
+
+def _flat(data: Any, prefix: str = "") -> dict[str, Any]:
+    if isinstance(data, dict):
+        out: dict[str, Any] = {}
+        for k, v in data.items():
+            out.update(_flat(v, f"{prefix}{k}."))
+        return out
+    return {prefix.rstrip("."): data}
+
+
+# Settings that may change between a run and its resumption without changing the result.
+_RESUME_FREE = {"runtime.progress", "out"}
+
+
+def start_run(acc: Any, out: Path, cfg: Any, *, overwrite: bool, resume: bool, **env: Any) -> Path:
+    """Create the run directory and write ``config.yaml`` + ``env.json`` (main process only).
+
+    The refusal checks run on every process before anyone writes, so all processes fail
+    together instead of the others waiting forever at a barrier. ``--resume`` with a config
+    that differs from the recorded one is refused: the result would match neither.
+    """
+    import yaml
+
+    from compatlm.config import dump_config
+    from compatlm.io import atomic_write_text, env_info, prepare_out_dir
+
+    out = Path(out)
+    if out.exists() and not out.is_dir():
+        raise CompatlmError(f"--out {out}: exists and is not a directory")
+    if out.is_dir() and any(out.iterdir()) and not (overwrite or resume):
+        raise CompatlmError(
+            f"--out {out}: directory is not empty; pass --overwrite to replace it"
+            " or --resume to continue the run in it"
+        )
+    recorded = out / "config.yaml"
+    if resume and not overwrite and recorded.is_file():
+        old = _flat(yaml.safe_load(recorded.read_text(encoding="utf-8")) or {})
+        new = _flat(cfg.model_dump(mode="json"))
+        diff = sorted(k for k in old.keys() | new.keys() if old.get(k) != new.get(k))
+        diff = [k for k in diff if k not in _RESUME_FREE]
+        if diff:
+            shown = ", ".join(f"{k}: {old.get(k)!r} -> {new.get(k)!r}" for k in diff[:3])
+            raise CompatlmError(
+                f"--resume: the config differs from the one recorded in {recorded} ({shown}"
+                f"{', ...' if len(diff) > 3 else ''}); resume with the same config or use"
+                " --overwrite"
+            )
+    acc.wait_for_everyone()
+    if acc.is_main_process:
+        from compatlm.models import resolve_dtype
+
+        prepare_out_dir(out, overwrite=overwrite, resume=resume)
+        atomic_write_text(out / "config.yaml", dump_config(cfg))
+        optim = cfg.optim
+        facts = {
+            "num_processes": acc.num_processes,
+            "device": str(acc.device),
+            "dtype": str(resolve_dtype(cfg.runtime.dtype, acc.device)).removeprefix("torch."),
+            "batch_size": optim.batch_size,
+            "grad_accum": optim.grad_accum,
+            "global_batch_size": optim.batch_size * optim.grad_accum * acc.num_processes,
+            "seed": optim.seed,
+        }
+        atomic_write_json(out / "env.json", env_info(**facts, **env))
+    acc.wait_for_everyone()
+    return out
+
+
+def peft_saver(adapter_name: str, card: str) -> Callable[[Any, Path], None]:
+    """A save function writing adapter ``adapter_name`` of a PeftModel as a standalone PEFT
+    directory (safetensors + adapter_config.json) with ``card`` as its README.md."""
+
+    def save(model: Any, directory: Path) -> None:
+        staging = directory.with_name(f"{directory.name}.peft")
+        if staging.exists():
+            shutil.rmtree(staging)
+        model.save_pretrained(str(staging), selected_adapters=[adapter_name])
+        # PEFT puts every adapter but "default" in a sub-directory named after it.
+        src = staging if adapter_name == "default" else staging / adapter_name
+        src.rename(directory)
+        if staging.exists():
+            shutil.rmtree(staging)
+        (directory / "README.md").write_text(card, encoding="utf-8")
+
+    return save
+
+
+def model_card(title: str, cfg: Any, lines: list[str], history: list[dict[str, Any]]) -> str:
+    """README.md of a trained adapter: what it is, how it was trained, the resolved config."""
+    from compatlm.config import dump_config
+
+    parts = [f"# {title}", "", *lines, ""]
+    best = [r for r in history if r.get("best")]
+    if best:
+        r = best[-1]
+        val = f", validation CE {r['val_ce']:.4f}" if "val_ce" in r else ""
+        parts += [f"Best epoch: {r['epoch']} of {len(history)}{val}.", ""]
+    parts += ["## Resolved config", "", "```yaml", dump_config(cfg).rstrip(), "```", ""]
+    return "\n".join(parts)

@@ -1,0 +1,405 @@
+"""The one training loop behind ``train task`` and ``train compat``.
+
+Built on :class:`accelerate.Accelerator`, so the same code runs on one CPU, one GPU, or several
+processes under ``accelerate launch`` (data parallel, gradients averaged across processes; only
+the main process writes files). A recipe supplies the model (trainable parameters = the LoRA
+being trained), the tokenised data, a ``step_fn(model, batch) -> LossOutput`` and a function
+that saves the adapter in PEFT format; the loop owns everything else:
+
+- AdamW over the trainable parameters, linear warm-up then linear decay, gradient accumulation,
+  gradient clipping, a seeded per-epoch shuffle (a pure function of seed and epoch, so a resumed
+  run sees the same order);
+- validation cross entropy after every epoch; the best epoch's adapter is kept as ``adapter/``;
+- a resumable ``checkpoint/`` (trainable tensors, optimiser and scheduler state, RNG states of
+  every process, counters) after every epoch and every ``checkpoint_every`` steps, replaced
+  atomically (written to a temporary directory, then renamed);
+- guard rails: refuse zero trainable parameters, stop on a non-finite loss or gradient with a
+  clear error (the last good checkpoint stays), verify the frozen weights are bit-identical at
+  the end.
+"""
+
+from __future__ import annotations
+
+import logging
+import math
+from collections.abc import Callable, Iterator, Sequence
+from contextlib import nullcontext
+from dataclasses import asdict, dataclass, field
+from pathlib import Path
+from typing import Any
+
+import torch
+from torch import Tensor
+
+from compatlm.config import RuntimeConfig
+from compatlm.errors import CompatlmError
+from compatlm.io import atomic_write_jsonl
+from compatlm.train.checkpoint import (
+    CHECKPOINT,
+    frozen_checksum,
+    load_checkpoint,
+    save_adapter_atomic,
+    save_checkpoint,
+    surviving_dir,
+    trainable_named,
+)
+from compatlm.train.config import OptimSettings
+from compatlm.train.data import Collator, FeatureDataset, Features
+from compatlm.train.losses import LossOutput
+
+log = logging.getLogger(__name__)
+
+StepFn = Callable[[Any, dict[str, Tensor]], LossOutput]
+SaveFn = Callable[[Any, Path], None]  # (model, directory): write the adapter
+
+ADAPTER = "adapter"
+TRAIN_LOG = "train_log.jsonl"
+
+
+def make_accelerator(runtime: RuntimeConfig) -> Any:
+    """An Accelerator for ``runtime.device`` (``cpu`` forces CPU even where CUDA exists).
+
+    On a machine without CUDA, ``auto`` means CPU too: accelerate only sets up multi-process CPU
+    training (gloo) when told it runs on CPU, and would otherwise run each launched process alone.
+    """
+    from accelerate import Accelerator
+    from accelerate.utils import DistributedType
+
+    cpu = runtime.device == "cpu" or (runtime.device == "auto" and not torch.cuda.is_available())
+    acc = Accelerator(cpu=cpu)
+    if acc.distributed_type in (DistributedType.FSDP, DistributedType.DEEPSPEED):
+        # Sharded parameters break what the loop relies on: teacher_new runs on the unwrapped
+        # module, validation shards examples unevenly, checkpoints read named parameters.
+        raise CompatlmError(
+            f"accelerate is configured for {acc.distributed_type.value}; compatlm training runs"
+            " data-parallel (DDP) only — see docs/multi_gpu.md"
+        )
+    return acc
+
+
+@dataclass
+class LoopResult:
+    adapter_dir: Path
+    best_epoch: int | None  # 1-based; None if no epoch finished
+    best_metric: float | None
+    global_step: int
+    n_trainable: int
+    history: list[dict[str, Any]] = field(default_factory=list)
+
+
+class EpochShuffle(torch.utils.data.Sampler[int]):
+    """Random order that is a pure function of (seed, epoch): resuming replays it exactly."""
+
+    def __init__(self, n: int, seed: int) -> None:
+        self.n, self.seed, self.epoch = n, seed, 0
+
+    def set_epoch(self, epoch: int) -> None:
+        self.epoch = epoch
+
+    def __len__(self) -> int:
+        return self.n
+
+    def __iter__(self) -> Iterator[int]:
+        gen = torch.Generator().manual_seed(self.seed * 1_000_003 + self.epoch)
+        return iter(torch.randperm(self.n, generator=gen).tolist())
+
+
+# --------------------------------------------------------------------------- evaluation
+
+
+def evaluate(
+    acc: Any, model: Any, feats: Sequence[Features], collate: Collator, step_fn: StepFn, bs: int
+) -> dict[str, float] | None:
+    """Token-weighted validation ``val_ce`` and ``val_loss`` over all processes.
+
+    Each process scores a disjoint slice (no padding duplicates), using the unwrapped model so
+    no collective runs inside forward (slices may differ in batch count).
+    """
+    if not feats:
+        return None
+    part = list(feats)[acc.process_index :: acc.num_processes]
+    sums = torch.zeros(3, dtype=torch.float64, device=acc.device)  # ce·n, loss·n, n
+    was_training = model.training
+    model.eval()
+    with torch.no_grad():
+        for start in range(0, len(part), bs):
+            batch = {k: v.to(acc.device) for k, v in collate(part[start : start + bs]).items()}
+            out = step_fn(model, batch)
+            n = out.n_tokens
+            sums += torch.tensor(
+                [float(out.ce) * n, float(out.loss) * n, n], dtype=torch.float64, device=acc.device
+            )
+    model.train(was_training)
+    if acc.num_processes > 1:
+        sums = acc.reduce(sums, reduction="sum")
+    if sums[2] == 0:
+        return None
+    return {"val_ce": float(sums[0] / sums[2]), "val_loss": float(sums[1] / sums[2])}
+
+
+class _Progress:
+    """A rich progress bar over optimiser steps with the latest loss (main process only)."""
+
+    def __init__(self, total: int, enabled: bool) -> None:
+        self.bar = None
+        if not enabled:
+            return
+        from rich.console import Console
+        from rich.progress import MofNCompleteColumn, Progress, TextColumn
+
+        self.bar = Progress(
+            TextColumn("[bold]train[/] epoch {task.fields[epoch]}"),
+            *Progress.get_default_columns()[1:3],  # bar, percentage
+            MofNCompleteColumn(),
+            TextColumn("loss {task.fields[loss]}"),
+            *Progress.get_default_columns()[3:],  # time remaining
+            console=Console(stderr=True),
+        )
+        self.task = self.bar.add_task("train", total=total, epoch=1, loss="-")
+        self.bar.start()
+
+    def update(self, step: int, loss: float, epoch: int) -> None:
+        if self.bar is not None:
+            self.bar.update(self.task, completed=step, loss=f"{loss:.4f}", epoch=epoch + 1)
+
+    def close(self) -> None:
+        if self.bar is not None:
+            self.bar.stop()
+
+
+# --------------------------------------------------------------------------- the loop
+
+
+def _on_step_end(global_step: int) -> None:
+    """Called after every optimiser step (a seam for tests that simulate an interruption)."""
+
+
+@dataclass
+class _State:
+    """Counters saved in ``checkpoint/state.json``."""
+
+    epoch: int = 0  # current epoch, 0-based
+    batches_done: int = 0  # micro-batches of the current epoch already trained
+    global_step: int = 0
+    best_metric: float | None = None
+    best_epoch: int | None = None
+    finished: bool = False
+    history: list[dict[str, Any]] = field(default_factory=list)
+    # loss·n, ce·n, kd·n, n tokens, n old-teacher tokens of the current epoch (this process)
+    sums: list[float] = field(default_factory=lambda: [0.0] * 5)
+
+
+@dataclass
+class _Run:
+    acc: Any
+    model: Any  # prepared (maybe DDP-wrapped)
+    unwrapped: Any
+    optimizer: Any
+    scheduler: Any
+    loader: Any
+    sampler: EpochShuffle
+    step_fn: StepFn
+    optim: OptimSettings
+    out: Path
+    total_steps: int
+    s: _State
+
+    def checkpoint(self) -> None:
+        save_checkpoint(
+            self.acc, self.out, self.unwrapped, self.optimizer, self.scheduler, asdict(self.s)
+        )
+
+    def check_finite(self, value: Tensor, what: str) -> None:
+        bad = torch.tensor(
+            [0.0 if bool(torch.isfinite(value).all()) else 1.0], device=self.acc.device
+        )
+        if self.acc.num_processes > 1:  # every process must stop together, or the others hang
+            bad = self.acc.reduce(bad, reduction="sum")
+        if float(bad) == 0:
+            return
+        ckpt = self.out / CHECKPOINT
+        kept = (
+            f"the last good checkpoint is kept in {ckpt} (continue with --resume)"
+            if (ckpt / "state.json").exists()
+            else "no checkpoint had been saved yet"
+        )
+        raise CompatlmError(
+            f"non-finite {what} ({float(value.float().sum())}) at epoch {self.s.epoch + 1},"
+            f" optimiser step {self.s.global_step + 1}; training stopped and {kept};"
+            " lower optim.lr or check the data"
+        )
+
+    def train_epoch(self, bar: _Progress) -> None:
+        s, ga = self.s, self.optim.grad_accum
+        self.sampler.set_epoch(s.epoch)
+        n_batches = len(self.loader)
+        for i, batch in enumerate(self.loader):
+            if i < s.batches_done:  # trained before the interruption
+                continue
+            start = (i // ga) * ga
+            window = min(ga, n_batches - start)  # a short last window averages over itself
+            sync = i + 1 == start + window
+            with nullcontext() if sync else self.acc.no_sync(self.model):
+                res = self.step_fn(self.model, batch)
+                loss = res.loss.detach()
+                self.check_finite(loss, "loss")
+                self.acc.backward(res.loss / window)
+            n = res.n_tokens
+            ce, kd = float(res.ce.detach()), float(res.kd.detach())
+            for j, v in enumerate((float(loss) * n, ce * n, kd * n, n, res.n_old_tokens)):
+                s.sums[j] += v
+            if not sync:
+                continue
+            if self.optim.max_grad_norm is not None:
+                norm = self.acc.clip_grad_norm_(self.model.parameters(), self.optim.max_grad_norm)
+                self.check_finite(torch.as_tensor(norm).detach(), "gradient norm")
+            self.optimizer.step()
+            self.scheduler.step()
+            self.optimizer.zero_grad(set_to_none=True)
+            s.global_step += 1
+            s.batches_done = i + 1
+            bar.update(s.global_step, float(loss), s.epoch)
+            _on_step_end(s.global_step)
+            if s.global_step >= self.total_steps:
+                s.finished = True
+                return
+            every = self.optim.checkpoint_every
+            if every and s.global_step % every == 0:
+                self.checkpoint()
+
+    def end_epoch(self, metrics: dict[str, float] | None, select_by: str, save: SaveFn) -> None:
+        s, acc = self.s, self.acc
+        sums = torch.tensor(s.sums, dtype=torch.float64, device=acc.device)
+        if acc.num_processes > 1:
+            sums = acc.reduce(sums, reduction="sum")
+        n = max(float(sums[3]), 1.0)
+        row: dict[str, Any] = {
+            "epoch": s.epoch + 1,
+            "step": s.global_step,
+            "train_loss": float(sums[0]) / n,
+            "train_ce": float(sums[1]) / n,
+            "train_kd": float(sums[2]) / n,
+            "old_token_fraction": float(sums[4]) / n,
+            "lr": self.scheduler.get_last_lr()[0],
+            **(metrics or {}),
+        }
+        value = None if metrics is None else metrics[select_by]
+        # Strictly lower wins (ties keep the earlier epoch); without validation, the latest.
+        improved = value is None or s.best_metric is None or value < s.best_metric
+        if improved:
+            s.best_metric, s.best_epoch = value, s.epoch + 1
+            if acc.is_main_process:
+                save_adapter_atomic(save, self.unwrapped, self.out / ADAPTER)
+        row["best"] = improved
+        s.history.append(row)
+        if acc.is_main_process:
+            log.info(
+                "epoch %d: train loss %.4f%s",
+                row["epoch"],
+                row["train_loss"],
+                "" if metrics is None else f", val ce {metrics['val_ce']:.4f}",
+            )
+            atomic_write_jsonl(self.out / TRAIN_LOG, s.history)
+        s.epoch, s.batches_done, s.sums = s.epoch + 1, 0, [0.0] * 5
+        self.checkpoint()
+
+
+def run_training(
+    *,
+    accelerator: Any,
+    model: Any,
+    train_feats: Sequence[Features],
+    val_feats: Sequence[Features],
+    collate: Collator,
+    step_fn: StepFn,
+    save_adapter: SaveFn,
+    optim: OptimSettings,
+    out: Path,
+    select_by: str = "val_ce",
+    resume: bool = False,
+    progress: bool = True,
+) -> LoopResult:
+    """Train ``model``'s trainable parameters; the best epoch's adapter ends in ``out/adapter``."""
+    from accelerate.utils import set_seed
+    from transformers import get_linear_schedule_with_warmup
+
+    acc = accelerator
+    if not train_feats:
+        raise CompatlmError("the training split is empty; add examples or lower val_fraction")
+    if sum(f.n_labels for f in train_feats) == 0:
+        raise CompatlmError("every label of the training split is masked; nothing to learn from")
+    params = trainable_named(model)
+    n_trainable = sum(p.numel() for p in params.values())
+    if n_trainable == 0:
+        raise CompatlmError("the model has no trainable parameters; nothing would be learned")
+    n_total = sum(p.numel() for p in model.parameters())
+    if acc.is_main_process:
+        share = 100 * n_trainable / n_total
+        log.info("trainable parameters: %d of %d (%.3f%%)", n_trainable, n_total, share)
+    frozen_before = frozen_checksum(model)
+
+    sampler = EpochShuffle(len(train_feats), optim.seed)
+    # An own generator: DataLoader would otherwise draw its base seed from the global RNG at
+    # every epoch, and a resumed run (which skips that draw) would get other dropout masks.
+    loader = torch.utils.data.DataLoader(
+        FeatureDataset(train_feats),
+        batch_size=optim.batch_size,
+        sampler=sampler,
+        collate_fn=collate,
+        generator=torch.Generator().manual_seed(optim.seed),
+    )
+    optimizer = torch.optim.AdamW(
+        list(params.values()), lr=optim.lr, weight_decay=optim.weight_decay
+    )
+    model, optimizer, loader = acc.prepare(model, optimizer, loader)
+    total_steps = math.ceil(len(loader) / optim.grad_accum) * optim.epochs
+    if optim.max_steps is not None:
+        total_steps = min(total_steps, optim.max_steps)
+    # Stepped by hand once per optimiser step (not prepared: accelerate would step it once per
+    # process, so the schedule would change with the number of processes).
+    scheduler = get_linear_schedule_with_warmup(optimizer, optim.warmup_steps, total_steps)
+    run = _Run(
+        acc,
+        model,
+        acc.unwrap_model(model),
+        optimizer,
+        scheduler,
+        loader,
+        sampler,
+        step_fn,
+        optim,
+        out,
+        total_steps,
+        _State(),
+    )
+    # Same random stream at the start of training whatever the recipe did before (e.g. loading
+    # teachers); one stream per process so dropout masks differ across processes.
+    set_seed(optim.seed, device_specific=True)
+    ckpt = surviving_dir(out / CHECKPOINT)
+    if resume and (ckpt / "state.json").exists():
+        state = load_checkpoint(acc, ckpt, run.unwrapped, optimizer, scheduler)
+        run.s = _State(**{k: v for k, v in state.items() if k in _State.__dataclass_fields__})
+        log.info("resuming at epoch %d, optimiser step %d", run.s.epoch + 1, run.s.global_step)
+    elif resume:
+        log.info("no checkpoint in %s; starting from the beginning", out)
+
+    bar = _Progress(total_steps, enabled=progress and acc.is_main_process)
+    model.train()
+    try:
+        while not run.s.finished and run.s.epoch < optim.epochs:
+            run.train_epoch(bar)
+            metrics = evaluate(acc, run.unwrapped, val_feats, collate, step_fn, optim.batch_size)
+            run.end_epoch(metrics, select_by, save_adapter)
+    finally:
+        bar.close()
+
+    if not torch.equal(frozen_before, frozen_checksum(run.unwrapped)):
+        raise RuntimeError("frozen weights changed during training (a bug in compatlm)")
+    return LoopResult(
+        out / ADAPTER,
+        run.s.best_epoch,
+        run.s.best_metric,
+        run.s.global_step,
+        n_trainable,
+        run.s.history,
+    )

@@ -1,0 +1,185 @@
+"""The two teachers of MUSCLE (arXiv 2407.09435, §4) and the compatibility training step.
+
+- teacher_new (M_v2 task model) shares the student's base: it is a second, frozen adapter on the
+  student's own PeftModel, so the new base is held once. Its forward switches the active adapter
+  for one no-grad pass and switches back. Optionally it is cached like teacher_old, which saves
+  that forward pass (a quarter to a third of a training step).
+- teacher_old (M_v1 task model) sits on the old base: either a live frozen model
+  (:class:`LiveOldTeacher`, exact full logits) or the precomputed top-k cache
+  (:class:`CachedTeacher`), so the old base need not be in memory during training.
+
+:func:`compat_step` builds the ``step_fn`` the shared loop calls: teacher forwards (no grad)
+first, then the student forward, then :func:`~compatlm.train.losses.compat_loss` with the mask
+recomputed from the current student logits. ``kd_weight = 0`` touches no teacher at all, so it
+is exactly plain fine-tuning of the student.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Sequence
+from typing import Any
+
+import torch
+from torch import Tensor
+
+from compatlm.train.cache import TeacherCache
+from compatlm.train.config import TrainCompatConfig
+from compatlm.train.data import IGNORE
+from compatlm.train.losses import LossOutput, Teacher, compat_loss, focal_weights, lm_loss
+from compatlm.train.masks import OldStats
+from compatlm.train.task import forward_logits
+
+STUDENT = "student"
+TEACHER_NEW = "teacher_new"
+
+
+def _config_dropout(model: Any) -> bool:
+    """Whether the base config declares a non-zero dropout rate (functional dropout in model
+    code keys on ``module.training``, so only a full eval() switches it off)."""
+    config = getattr(model, "config", None)
+    configs = [config, getattr(config, "text_config", None)]
+    for cfg in filter(None, configs):
+        for key, value in cfg.to_dict().items():
+            if ("dropout" in key or "pdrop" in key) and isinstance(value, float) and value > 0:
+                return True
+    return False
+
+
+class AdapterTeacher:
+    """teacher_new: adapter ``name`` of the student's PeftModel, run frozen and without dropout.
+
+    The LoRA layers and dropout modules are collected once: switching the adapter and the
+    dropout mode per step is then a loop over those few modules instead of two walks over the
+    whole module tree (which costs as much as the forward itself on small models).
+    """
+
+    def __init__(self, peft_model: Any, name: str = TEACHER_NEW, student: str = STUDENT) -> None:
+        from peft.tuners.tuners_utils import BaseTunerLayer
+
+        self.model, self.name, self.student = peft_model, name, student
+        self.layers = [m for m in peft_model.modules() if isinstance(m, BaseTunerLayer)]
+        # modules_to_save live outside the LoRA layers: then only peft's own switch is right.
+        configs = peft_model.peft_config
+        self.whole_model_switch = any(getattr(configs[a], "modules_to_save", None) for a in configs)
+        self.full_eval = _config_dropout(peft_model.get_base_model())
+        self.dropouts = [
+            m for m in peft_model.modules() if isinstance(m, torch.nn.Dropout) and m.p > 0
+        ]
+
+    def _switch(self, name: str, frozen: bool) -> None:
+        # inference_mode=True keeps every adapter frozen while teacher_new is active;
+        # switching back makes the student (and only it) trainable again.
+        if self.whole_model_switch:
+            self.model.set_adapter(name, inference_mode=frozen)
+            return
+        for layer in self.layers:
+            layer.set_adapter(name, inference_mode=frozen)
+
+    def __call__(self, batch: dict[str, Tensor]) -> tuple[Teacher, None]:
+        return self.logits(batch), None
+
+    def logits(self, batch: dict[str, Tensor]) -> Tensor:
+        """(B, T, V) teacher_new logits, no graph."""
+        m = self.model
+        was_training = m.training
+        modes = [d.training for d in self.dropouts]
+        self._switch(self.name, frozen=True)
+        if self.full_eval:
+            m.eval()
+        else:
+            for d in self.dropouts:
+                d.training = False
+        try:
+            with torch.no_grad():
+                return forward_logits(m, batch)
+        finally:
+            self._switch(self.student, frozen=False)
+            if self.full_eval:
+                m.train(was_training)
+            else:
+                for d, mode in zip(self.dropouts, modes, strict=True):
+                    d.training = mode
+
+
+class LiveOldTeacher:
+    """teacher_old as a frozen model in memory: exact full-vocabulary logits."""
+
+    def __init__(self, model: Any) -> None:
+        self.model = model.eval()
+
+    def __call__(self, batch: dict[str, Tensor]) -> tuple[Teacher, OldStats]:
+        with torch.no_grad():
+            logits = forward_logits(self.model, batch)  # (B, T, V)
+            return logits, OldStats.from_logits(logits, batch["labels"])
+
+
+class CachedTeacher:
+    """A teacher read from a :class:`TeacherCache` (top-k at the training temperature); used
+    for teacher_old, and for teacher_new when that is cached too (its stats are then unused)."""
+
+    def __init__(self, cache: TeacherCache, example_ids: Sequence[str]) -> None:
+        self.cache, self.example_ids = cache, list(example_ids)
+
+    def __call__(self, batch: dict[str, Tensor]) -> tuple[Teacher, OldStats]:
+        ids = [self.example_ids[i] for i in batch["index"].tolist()]
+        return self.cache.lookup(ids, batch["labels"])
+
+
+def old_correct(argmax: Tensor, labels: Tensor, answer_mask: Tensor) -> Tensor:
+    """(B,) bool: teacher_old's greedy token equals the label on every answer token.
+
+    argmax, labels: (B, T); answer_mask: (B, T) bool. An instance without answer tokens is not
+    "correct" (there is nothing the old model got right).
+    """
+    hit = (argmax == labels) | ~answer_mask  # (B, T)
+    return hit.all(dim=-1) & answer_mask.any(dim=-1)
+
+
+def _cut(x: Teacher, vocab: int | None) -> Teacher:
+    # Models that share a tokenizer may still pad their embedding matrices differently; tokens
+    # past the common size are never labels, so both sides drop them.
+    if vocab is None or not isinstance(x, Tensor) or x.shape[-1] == vocab:
+        return x
+    return x[..., :vocab]
+
+
+def compat_step(
+    cfg: TrainCompatConfig,
+    teacher_new: AdapterTeacher | CachedTeacher | None,
+    teacher_old: LiveOldTeacher | CachedTeacher | None,
+    vocab: int | None = None,
+):
+    """The loop's ``step_fn(model, batch) -> LossOutput`` for MUSCLE training."""
+    use_teachers = cfg.kd_weight > 0
+
+    def step(model: Any, batch: dict[str, Tensor]) -> LossOutput:
+        labels = batch["labels"]  # (B, T)
+        if not use_teachers:
+            ce = lm_loss(forward_logits(model, batch), labels)
+            zero = torch.zeros((), device=ce.device)
+            n = int((labels != IGNORE).sum())
+            return LossOutput(loss=ce, kd=zero, ce=ce.detach(), n_tokens=n, n_old_tokens=0)
+        assert teacher_new is not None and teacher_old is not None
+        # Teachers first: their adapter switch must not happen while the student's graph is live.
+        new = _cut(teacher_new(batch)[0], vocab)  # (B, T, V) logits or TopK
+        old, old_stats = teacher_old(batch)
+        old = _cut(old, vocab)
+        weights = None
+        if cfg.focal is not None:
+            correct = old_correct(old_stats.argmax, labels, batch["answer_mask"])  # (B,)
+            weights = focal_weights(correct, cfg.focal.alpha, cfg.focal.beta)
+        student_logits = _cut(forward_logits(model, batch), vocab)  # (B, T, V)
+        return compat_loss(
+            student_logits,
+            labels,
+            old=old,
+            new=new,
+            old_stats=old_stats,
+            mask=cfg.mask,
+            temperature=cfg.temperature,
+            kd_weight=cfg.kd_weight,
+            t_squared=cfg.t_squared,
+            instance_weights=weights,
+        )
+
+    return step

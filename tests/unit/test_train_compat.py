@@ -1,0 +1,211 @@
+"""MUSCLE compatibility training: λ = 0 is plain fine-tuning, gradients reach the student only,
+the teacher cache at k = V trains like the live teacher, the vocabulary guard, PCT weights."""
+
+from __future__ import annotations
+
+import json
+
+import pytest
+import torch
+from safetensors.torch import load_file
+
+from compatlm.config import RuntimeConfig, build_config
+from compatlm.errors import CompatlmError
+from compatlm.models import load_model
+from compatlm.spec import ModelSpec
+from compatlm.train.checkpoint import frozen_checksum
+from compatlm.train.compat import compat_features, load_student, train_compat
+from compatlm.train.config import OptimSettings, TrainCompatConfig, TrainTaskConfig
+from compatlm.train.data import Collator, split_train_val
+from compatlm.train.loop import make_accelerator, run_training
+from compatlm.train.task import peft_saver, train_task
+from compatlm.train.teachers import AdapterTeacher, LiveOldTeacher, compat_step, old_correct
+from helpers import make_tokenizer, save_base, save_lora
+
+CPU = {"device": "cpu", "progress": False}
+OPTIM = {"epochs": 2, "batch_size": 3, "lr": 0.05, "seed": 4}
+
+
+@pytest.fixture(scope="module")
+def data(tmp_path_factory):
+    path = tmp_path_factory.mktemp("data") / "mc.jsonl"
+    rows = [
+        {
+            "id": f"q{i}",
+            "context": f"Question: what color is item {i}? Answer:",
+            "choices": ["blue", "red"],
+            "label": i % 2,
+        }
+        for i in range(8)
+    ]
+    path.write_text("".join(json.dumps(r) + "\n" for r in rows))
+    return str(path)
+
+
+def _specs(fam):
+    return (
+        f"{fam['old']}+{fam['old_adapter']}",
+        f"{fam['new']}+{fam['new_adapter']}",
+    )
+
+
+def _compat_cfg(fam, data, **kw) -> TrainCompatConfig:
+    old, new = _specs(fam)
+    base = {
+        "old": old,
+        "new": new,
+        "task": {"name": "mc", "path": data},
+        "optim": OPTIM,
+        "runtime": CPU,
+    }
+    return build_config(TrainCompatConfig, {**base, **kw})
+
+
+def _weights(run) -> dict[str, torch.Tensor]:
+    return load_file(str(run / "adapter" / "adapter_model.safetensors"))
+
+
+def test_zero_kd_weight_is_plain_fine_tuning(tiny_family, data, tmp_path):
+    _, new = _specs(tiny_family)
+    task_cfg = build_config(
+        TrainTaskConfig,
+        {"base": new, "task": {"name": "mc", "path": data}, "optim": OPTIM, "runtime": CPU},
+    )
+    a = train_task(task_cfg, tmp_path / "task")
+    b = train_compat(_compat_cfg(tiny_family, data, kd_weight=0.0), tmp_path / "compat")
+    wa, wb = _weights(a.parent), _weights(b.parent)
+    assert wa.keys() == wb.keys()
+    for key in wa:
+        assert torch.equal(wa[key], wb[key]), key
+    start = load_file(str(tiny_family["new_adapter"] / "adapter_model.safetensors"))
+    assert any(not torch.equal(start[k], wb[k]) for k in start)  # it did train
+
+
+def test_gradient_reaches_the_student_only(tiny_family, data, tmp_path):
+    old, new = (ModelSpec.parse(s) for s in _specs(tiny_family))
+    runtime = RuntimeConfig(**CPU)
+    cfg = _compat_cfg(tiny_family, data, kd_weight=0.5, focal={"alpha": 1.0, "beta": 1.0})
+    model, tok = load_student(new, runtime)
+    feats, _, _ = compat_features(cfg, tok)
+    step = compat_step(cfg, AdapterTeacher(model), LiveOldTeacher(load_model(old).model))
+    batch = Collator(tok.pad_token_id, [f.example_id for f in feats])(feats[:4])
+    out = step(model, batch)
+    out.loss.backward()
+    assert out.n_old_tokens > 0 and float(out.kd.detach()) > 0
+    for name, p in model.named_parameters():
+        if ".student." in name:
+            assert p.grad is not None and float(p.grad.abs().sum()) > 0, name
+        else:
+            assert p.grad is None, name
+
+    # A whole run: student moves, teacher_new and the base stay bit-identical.
+    model, tok = load_student(new, runtime)
+    teacher_before = {n: p.clone() for n, p in model.named_parameters() if ".teacher_new." in n}
+    student_before = {n: p.clone() for n, p in model.named_parameters() if ".student." in n}
+    checksum = frozen_checksum(model)
+    train, val = split_train_val(feats, 0.25, 0)
+    run_training(
+        accelerator=make_accelerator(runtime),
+        model=model,
+        train_feats=train,
+        val_feats=val,
+        collate=Collator(tok.pad_token_id, [f.example_id for f in feats]),
+        step_fn=compat_step(cfg, AdapterTeacher(model), LiveOldTeacher(load_model(old).model)),
+        save_adapter=peft_saver("student", "# t\n"),
+        optim=OptimSettings(**OPTIM),
+        out=tmp_path,
+        progress=False,
+    )
+    params = dict(model.named_parameters())
+    assert all(torch.equal(params[n], p) for n, p in teacher_before.items())
+    assert all(not torch.equal(params[n], p) for n, p in student_before.items())
+    assert torch.equal(checksum, frozen_checksum(model))
+    assert all(p.requires_grad == (".student." in n) for n, p in params.items())
+
+
+def test_caches_at_full_vocabulary_train_like_the_live_teachers(
+    tiny_family, tiny_tokenizer, data, tmp_path
+):
+    v = len(tiny_tokenizer)
+    live = train_compat(_compat_cfg(tiny_family, data), tmp_path / "live")
+    runs = {
+        "old": _compat_cfg(tiny_family, data, teacher_old="cache", topk=v),
+        "both": _compat_cfg(tiny_family, data, teacher_old="cache", teacher_new="cache", topk=v),
+    }
+    wl = _weights(live.parent)
+    kd_live = [json.loads(x)["train_kd"] for x in (tmp_path / "live" / "train_log.jsonl").open()]
+    for name, cfg in runs.items():
+        run = train_compat(cfg, tmp_path / name).parent
+        assert (run / "teacher_cache" / "index.json").is_file()
+        assert (run / "teacher_new_cache" / "index.json").is_file() == (name == "both")
+        wc = _weights(run)
+        for key in wl:
+            torch.testing.assert_close(wl[key], wc[key], rtol=1e-4, atol=1e-6)
+        kd = [json.loads(x)["train_kd"] for x in (run / "train_log.jsonl").open()]
+        assert kd == pytest.approx(kd_live, rel=1e-4)
+
+
+def test_tokenizer_mismatch_is_refused(tiny_family, data, tmp_path):
+    other_tok = make_tokenizer(vocab_size=300)
+    base = save_base(tmp_path / "other", other_tok, seed=5)
+    adapter = save_lora(base, tmp_path / "other_adapter", seed=6)
+    cfg = _compat_cfg(tiny_family, data, old=f"{base}+{adapter}")
+    with pytest.raises(CompatlmError, match="token-level distillation needs a shared vocabulary"):
+        train_compat(cfg, tmp_path / "run")
+    assert not (tmp_path / "run").exists()  # refused before anything was written
+
+
+def test_task_models_must_name_adapters(tiny_family, data, tmp_path):
+    cfg = _compat_cfg(tiny_family, data, new=str(tiny_family["new"]))
+    with pytest.raises(CompatlmError, match="new: .* names no adapter"):
+        train_compat(cfg, tmp_path / "run")
+
+
+def test_old_correct_needs_every_answer_token():
+    ig = -100
+    argmax = torch.tensor([[5, 6, 7], [5, 6, 8], [1, 2, 3], [4, 4, 4]])
+    labels = torch.tensor([[ig, 6, 7], [ig, 6, 7], [9, 2, 3], [ig, ig, ig]])
+    answer = torch.tensor([[0, 1, 1], [0, 1, 1], [0, 1, 1], [0, 0, 0]], dtype=torch.bool)
+    # Row 2: the prompt token (9 vs 1) is wrong but is not part of the answer.
+    assert old_correct(argmax, labels, answer).tolist() == [True, False, True, False]
+
+
+def test_focal_weights_scale_the_distillation_term(tiny_family, data):
+    old, new = (ModelSpec.parse(s) for s in _specs(tiny_family))
+    runtime = RuntimeConfig(**CPU)
+    model, tok = load_student(new, runtime)
+    old_teacher = LiveOldTeacher(load_model(old).model)
+    plain = _compat_cfg(tiny_family, data)
+    feats, _, _ = compat_features(plain, tok)
+    batch = Collator(tok.pad_token_id, [f.example_id for f in feats])(feats[:4])
+    kd = {}
+    for name, focal in (("none", None), ("double", {"alpha": 2.0, "beta": 0.0})):
+        cfg = _compat_cfg(tiny_family, data, focal=focal)
+        with torch.no_grad():
+            kd[name] = float(compat_step(cfg, AdapterTeacher(model), old_teacher)(model, batch).kd)
+    assert kd["double"] == pytest.approx(2 * kd["none"], rel=1e-6)
+
+
+def test_teacher_new_is_the_new_task_model_and_the_switch_restores(tiny_family, data):
+    new = ModelSpec.parse(_specs(tiny_family)[1])
+    runtime = RuntimeConfig(**CPU)
+    model, tok = load_student(new, runtime)
+    with torch.no_grad():  # the student starts as a copy of the new adapter: perturb it
+        for name, p in model.named_parameters():
+            if ".student." in name and "lora_B" in name:
+                p.add_(0.5)
+    model.train()
+    feats, _, _ = compat_features(_compat_cfg(tiny_family, data), tok)
+    batch = Collator(tok.pad_token_id, [f.example_id for f in feats])(feats[:3])
+    reference = load_model(new, runtime=runtime).model
+    with torch.no_grad():
+        student_before = model(input_ids=batch["input_ids"]).logits
+        expected = reference(
+            input_ids=batch["input_ids"], attention_mask=batch["attention_mask"]
+        ).logits
+    got = AdapterTeacher(model).logits(batch)
+    torch.testing.assert_close(got, expected, rtol=1e-5, atol=1e-6)
+    assert model.training
+    with torch.no_grad():
+        assert torch.equal(model(input_ids=batch["input_ids"]).logits, student_before)
+    assert all(p.requires_grad == (".student." in n) for n, p in model.named_parameters())
