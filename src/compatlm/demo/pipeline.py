@@ -142,7 +142,30 @@ def build_alternative(name: str, old: str, new: str, out: Path, runtime: Runtime
     return get_method(name).build(mcfg, prepare_out_dir(out, overwrite=True), runtime=runtime)
 
 
-def run_seed(cfg: DemoConfig, family: Any, tasks: list[str], seed: int, out: Path) -> Path:
+def shape_mismatch(old_base: str, new_base: str) -> str | None:
+    """Why weight-space alternatives cannot apply (bases of different shapes), or None."""
+    from compatlm.models import meta_base
+
+    shapes = [
+        {n: tuple(p.shape) for n, p in meta_base(b).named_parameters()}
+        for b in (old_base, new_base)
+    ]
+    if shapes[0] == shapes[1]:
+        return None
+    diff = next(
+        n
+        for n in sorted(shapes[0].keys() | shapes[1].keys())
+        if shapes[0].get(n) != shapes[1].get(n)
+    )
+    return (
+        f"the old and new bases differ in shape ({diff}: {shapes[0].get(diff)} vs"
+        f" {shapes[1].get(diff)}); port and interpolate need identical shapes, so they are skipped"
+    )
+
+
+def run_seed(
+    cfg: DemoConfig, family: Any, tasks: list[str], alternatives: list[str], seed: int, out: Path
+) -> Path:
     """Train every adapter of one seed, then evaluate all roles on every task's test split."""
     from compatlm.eval.pipeline import run_eval
 
@@ -169,7 +192,7 @@ def run_seed(cfg: DemoConfig, family: Any, tasks: list[str], seed: int, out: Pat
                 cfg, family, old, new, task, seed, d / "muscle"
             ),
         )
-        for alt in cfg.alternatives:
+        for alt in alternatives:
             models[alt] = _step(
                 d / alt,
                 f"seed {seed} · {task}: {alt}",
@@ -189,31 +212,73 @@ def run_seed(cfg: DemoConfig, family: Any, tasks: list[str], seed: int, out: Pat
     return run_eval(ecfg, out / "eval", resume=True)
 
 
+def _run_identity(cfg: DemoConfig, family_key: str) -> dict[str, Any]:
+    # Progress and seeds may change between runs in one directory (adding seeds is a resume);
+    # everything else changes what finished steps mean.
+    data = cfg.model_dump(mode="json", exclude={"seeds"})
+    data["runtime"].pop("progress", None)
+    return {"family_key": family_key, "config": data}
+
+
+def _check_same_run(out: Path, cfg: DemoConfig, family_key: str, overwrite: bool) -> None:
+    """A rerun reuses finished steps, so it must be the same demo: refuse a directory made by
+    another family or other settings instead of mixing their adapters."""
+    import json
+
+    recorded = out / "demo.json"
+    if overwrite or not recorded.is_file():
+        return
+    before = json.loads(recorded.read_text(encoding="utf-8"))
+    now = _run_identity(cfg, family_key)
+    if before != now:
+        what = "family" if before.get("family_key") != family_key else "settings"
+        raise CompatlmError(
+            f"--out {out}: made by a demo with other {what} ({recorded}); rerun with the same"
+            " options to resume, or pass --overwrite to start over"
+        )
+
+
 def run_demo(cfg: DemoConfig, out: str | Path, *, overwrite: bool = False) -> Path:
     """Build or load the family, run every seed, aggregate; returns the summary report path."""
     from compatlm.demo.family import FamilyRecipe, build_or_load_family
     from compatlm.demo.summary import write_summary
+    from compatlm.demo.tasks import TASKS
 
+    # Bad input fails before anything is built or written.
+    tasks = cfg.tasks or list(TASKS)
+    unknown = [t for t in tasks if t not in TASKS]
+    if unknown:
+        raise CompatlmError(f"demo --tasks: unknown task {unknown[0]!r}; valid: {', '.join(TASKS)}")
+    bad_alt = [a for a in cfg.alternatives if a not in ALTERNATIVES]
+    if bad_alt:
+        raise CompatlmError(
+            f"demo alternatives: unknown {bad_alt[0]!r}; valid: {', '.join(ALTERNATIVES)}"
+        )
     recipe = FamilyRecipe.quick() if cfg.quick else FamilyRecipe.default()
+    _check_same_run(Path(out), cfg, recipe.key(), overwrite)
     out = prepare_out_dir(out, overwrite=overwrite, resume=not overwrite)
     family = build_or_load_family(recipe, progress=cfg.runtime.progress)
-    tasks = cfg.tasks or list(family.tasks)
-    unknown = [t for t in tasks if t not in family.tasks]
-    if unknown:
-        raise CompatlmError(
-            f"demo --tasks: unknown task {unknown[0]!r}; valid: {', '.join(family.tasks)}"
-        )
+    skipped = shape_mismatch(str(family.old_dir), str(family.new_dir)) if cfg.alternatives else None
+    if skipped:
+        log.warning("demo: %s", skipped)
+    atomic_write_json(out / "demo.json", _run_identity(cfg, recipe.key()))
     atomic_write_json(
         out / "family.json",
         {
+            "root": str(family.root),
             "old": str(family.old_dir),
             "new": str(family.new_dir),
             "tasks": tasks,
+            "alternatives_skipped": skipped,
             "recipe": recipe.model_dump(mode="json"),
         },
     )
-    runs = {seed: run_seed(cfg, family, tasks, seed, out / f"seed{seed}") for seed in cfg.seeds}
-    return write_summary(out, runs, tasks)
+    alternatives = [] if skipped else cfg.alternatives
+    runs = {
+        seed: run_seed(cfg, family, tasks, alternatives, seed, out / f"seed{seed}")
+        for seed in cfg.seeds
+    }
+    return write_summary(out, runs, tasks, notes=[skipped] if skipped else [])
 
 
 def quick_defaults() -> dict[str, Any]:

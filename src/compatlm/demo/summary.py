@@ -28,6 +28,8 @@ SIM_FIELDS = (
     ("spfr", "similarity_positive_flip_rate"),
     ("m_g", "mean_gain"),
     ("m_r", "mean_regression"),
+    ("score_old", "mean_score_old"),
+    ("score", "mean_score_new"),
 )
 
 
@@ -135,7 +137,7 @@ def _fmt(x: dict[str, Any] | float | None, scale: float = 100.0, digits: int = 1
         if x.get("ci"):
             text += f" ± {scale * (x['ci'][1] - x['mean']):.{digits}f}"
         return text
-    return "n/a" if x is None else f"{x:.{digits}f}"
+    return "n/a" if x is None else f"{scale * x:.{digits}f}"
 
 
 HEADER = ["Task", "Model", "Acc old", "Acc", "NFR", "ΔNFR", "Δ%NFR", "PFR", "p vs new"]
@@ -164,6 +166,22 @@ def table_rows(summary: dict[str, Any]) -> list[list[str]]:
     return rows
 
 
+SIM_HEADER = ["Task", "Model", "S old", "S", "sNFR", "sPFR", "m_g", "m_r"]
+
+
+def similarity_rows(summary: dict[str, Any]) -> list[list[str]]:
+    """Generative tasks in the paper's Table 6 shape: mean similarity S (ROUGE-1 / exact match)
+    and the similarity flip rates with mean gain and regression, in percent."""
+    rows = []
+    for task, entry in summary["tasks"].items():
+        for role, e in entry.items():
+            if e.get("kind") != "generation":
+                continue
+            keys = ("score_old", "score", "snfr", "spfr", "m_g", "m_r")
+            rows.append([task, role, *(_fmt(e[k]) for k in keys)])
+    return rows
+
+
 def render_markdown(summary: dict[str, Any], seed_reports: dict[int, str]) -> str:
     lines = [
         "# compatlm demo: a base-model update and what MUSCLE does about it",
@@ -183,6 +201,13 @@ def render_markdown(summary: dict[str, Any], seed_reports: dict[int, str]) -> st
         )
     lines += ["", "| " + " | ".join(HEADER) + " |", "|" + "---|" * len(HEADER)]
     lines += ["| " + " | ".join(r) + " |" for r in table_rows(summary)]
+    sim = similarity_rows(summary)
+    if sim:
+        lines += ["", "Generative tasks: mean similarity S and similarity flips (percent)", ""]
+        lines += ["| " + " | ".join(SIM_HEADER) + " |", "|" + "---|" * len(SIM_HEADER)]
+        lines += ["| " + " | ".join(r) + " |" for r in sim]
+    if summary.get("notes"):
+        lines += ["", *(f"> {n}" for n in summary["notes"])]
     lines += ["", "Per-seed reports (flips, slices, every flipped instance):", ""]
     lines += [f"- seed {s}: [{p}]({p})" for s, p in seed_reports.items()]
     return "\n".join(lines) + "\n"
@@ -207,6 +232,18 @@ def render_html(summary: dict[str, Any], seed_reports: dict[int, str]) -> str:
         f" {e(_fmt(h['min_accuracy_change_points'], 1.0, 2))} points</li>"
         for role, h in summary["overall"].items()
     )
+    sim = similarity_rows(summary)
+    sim_html = ""
+    if sim:
+        sim_head = "".join(f"<th>{e(h)}</th>" for h in SIM_HEADER)
+        sim_body = "".join(
+            "<tr>" + "".join(f"<td>{e(c)}</td>" for c in row) + "</tr>" for row in sim
+        )
+        sim_html = (
+            "<h2>Generative tasks: similarity S and similarity flips</h2>"
+            f"<table><tr>{sim_head}</tr>{sim_body}</table>"
+        )
+    notes = "".join(f"<p><em>{e(n)}</em></p>" for n in summary.get("notes", []))
     links = "".join(
         f'<li><a href="{e(p)}">seed {e(str(s))}</a></li>' for s, p in seed_reports.items()
     )
@@ -215,12 +252,14 @@ def render_html(summary: dict[str, Any], seed_reports: dict[int, str]) -> str:
         f"<style>{CSS}</style></head><body><h1>compatlm demo</h1>"
         "<p>Numbers in percent, mean ± 95% half-width over seeds; every model compared with"
         " <b>old</b>. ΔNFR, Δ%NFR and p are relative to the vanilla update <b>new</b>.</p>"
-        f"<ul>{items}</ul><table><tr>{head}</tr>{body}</table>"
+        f"<ul>{items}</ul><table><tr>{head}</tr>{body}</table>{sim_html}{notes}"
         f"<h2>Per-seed reports</h2><ul>{links}</ul></body></html>\n"
     )
 
 
-def write_summary(out: Path, runs: dict[int, Path], tasks: list[str]) -> Path:
+def write_summary(
+    out: Path, runs: dict[int, Path], tasks: list[str], notes: list[str] | None = None
+) -> Path:
     """Write summary.json, report.md and report.html into ``out``; returns report.md."""
     per_seed = {
         seed: seed_rows(json.loads((run / "metrics.json").read_text(encoding="utf-8")))
@@ -228,6 +267,7 @@ def write_summary(out: Path, runs: dict[int, Path], tasks: list[str]) -> Path:
     }
     summary = aggregate(per_seed, tasks)
     summary["seeds"] = sorted(runs)
+    summary["notes"] = list(notes or [])
     summary["overall"] = {
         role: overall(summary, role) for role in summary["roles"] if role != "new"
     }
