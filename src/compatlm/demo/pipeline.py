@@ -40,9 +40,11 @@ ALTERNATIVES = ("port", "interpolate")
 class DemoTraining(StrictModel):
     """Hyper-parameters of the demo's adapters (small LoRAs, a few epochs: CPU minutes)."""
 
-    r: int = Field(16, ge=1)
-    alpha: float = Field(32.0, gt=0)
-    lr: float = Field(2e-3, gt=0)
+    # Measured on the default family (lr 3e-3, 3 epochs, r=8 on all linear layers): every task
+    # adapter beats chance and the update shows >= 3% negative flips on every task.
+    r: int = Field(8, ge=1)
+    alpha: float = Field(16.0, gt=0)
+    lr: float = Field(3e-3, gt=0)
     epochs: int = Field(3, ge=1)
     batch_size: int = Field(16, ge=1)
     compat_lr: float = Field(1e-3, gt=0)
