@@ -214,6 +214,16 @@ def run_seed(
     return run_eval(ecfg, out / "eval", resume=True)
 
 
+def _link_family(link: Path, root: Path) -> None:
+    """``OUT/family`` points at the cached family so the example configs can name stable paths
+    (``runs/demo/family/old``); a stale link from an earlier family is replaced."""
+    if link.is_symlink() or link.exists():
+        if link.is_symlink() and link.resolve() == root.resolve():
+            return
+        link.unlink()
+    link.symlink_to(root.resolve(), target_is_directory=True)
+
+
 def _run_identity(cfg: DemoConfig, family_key: str) -> dict[str, Any]:
     # Progress and seeds may change between runs in one directory (adding seeds is a resume);
     # everything else changes what finished steps mean.
@@ -264,6 +274,7 @@ def run_demo(cfg: DemoConfig, out: str | Path, *, overwrite: bool = False) -> Pa
     if skipped:
         log.warning("demo: %s", skipped)
     atomic_write_json(out / "demo.json", _run_identity(cfg, recipe.key()))
+    _link_family(out / "family", family.root)
     atomic_write_json(
         out / "family.json",
         {
