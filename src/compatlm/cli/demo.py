@@ -50,7 +50,9 @@ def run_demo_command(args: argparse.Namespace) -> int:
     data: dict = quick_defaults() if args.quick else {}
     data.update({"seeds": list(range(args.seeds)), "quick": args.quick})
     if args.tasks:
-        data["tasks"] = args.tasks
+        # `--tasks a b key=value`: argparse hands trailing overrides to --tasks; give them back.
+        args.overrides = [*args.overrides, *(t for t in args.tasks if "=" in t)]
+        data["tasks"] = [t for t in args.tasks if "=" not in t]
     if args.no_alternatives:
         data["alternatives"] = []
     cfg = build_config(DemoConfig, apply_overrides(data, args.overrides), "demo")

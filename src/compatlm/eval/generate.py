@@ -48,24 +48,35 @@ def cut_at_stop(text: str, stops: Sequence[str]) -> tuple[str, bool]:
 class StopStringCriteria:
     """Per-row stopping criterion: True once the row's generated text contains a stop string.
 
-    Decodes only the generated part (the prompt may legitimately contain "Question:").
+    Decodes only the generated part (the prompt may legitimately contain "Question:"). A row
+    found done is not decoded again: ``generate`` never resumes a finished row, so its later
+    value does not matter, and skipping it saves most of the decoding once rows stop.
     """
 
     def __init__(self, tokenizer: Any, prompt_width: int, stops: Sequence[str]) -> None:
         self.tokenizer = tokenizer
         self.prompt_width = prompt_width
         self.stops = [s for s in stops if s]
+        self._done: torch.Tensor | None = None  # [B] rows already stopped in this call
+        self._width = 0  # input width at the previous call: a shorter one means a new call
 
     def __call__(self, input_ids: torch.Tensor, scores: Any, **kwargs: Any) -> torch.Tensor:
         # input_ids: [B, prompt_width + generated]
         done = torch.zeros(input_ids.shape[0], dtype=torch.bool, device=input_ids.device)
         if not self.stops:
             return done
-        for row in range(input_ids.shape[0]):
-            text = self.tokenizer.decode(
-                input_ids[row, self.prompt_width :], skip_special_tokens=True
+        same_call = self._done is not None and self._done.shape == done.shape
+        if same_call and input_ids.shape[1] > self._width:
+            done |= self._done
+        self._width = input_ids.shape[1]
+        todo = [row for row in range(input_ids.shape[0]) if not done[row]]
+        if todo:
+            texts = self.tokenizer.batch_decode(
+                input_ids[todo, self.prompt_width :], skip_special_tokens=True
             )
-            done[row] = any(s in text for s in self.stops)
+            for row, text in zip(todo, texts, strict=True):
+                done[row] = any(s in text for s in self.stops)
+        self._done = done.clone()
         return done
 
 
