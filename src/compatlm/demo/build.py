@@ -69,7 +69,7 @@ def pretrain_role(
     from compatlm.demo.pretrain import make_model, pack, pretrain, save_base
 
     base = getattr(recipe, role)
-    tokenizer = AutoTokenizer.from_pretrained(out / "tokenizer")
+    tokenizer = AutoTokenizer.from_pretrained(out / "tokenizer", trust_remote_code=False)
     data = pack(docs, tokenizer, base.train.seq_len)
     model = make_model(base.shape, tokenizer, base.train.seed)
     stats = pretrain(model, data, base.train, on_step=on_step)
