@@ -347,12 +347,18 @@ def loglog_fit(xs: Sequence[float], ys: Sequence[float]) -> dict[str, Any]:
     """Least-squares slope of log(y) against log(x): y ~ c * x**slope (slope 1 = linear)."""
     from scipy.stats import linregress
 
-    fit = linregress([math.log(x) for x in xs], [math.log(y) for y in ys])
+    lx, ly = [math.log(x) for x in xs], [math.log(y) for y in ys]
+    fit = linregress(lx, ly)
     return {
         "slope": round(float(fit.slope), 3),
         "intercept": round(float(fit.intercept), 3),
         "r_squared": round(float(fit.rvalue) ** 2, 4),
         "points": len(xs),
+        # Between neighbouring points: a slope that rises with x means a fixed per-call cost
+        # that the growing work only gradually outweighs.
+        "segment_slopes": [
+            round((ly[i + 1] - ly[i]) / (lx[i + 1] - lx[i]), 3) for i in range(len(xs) - 1)
+        ],
     }
 
 

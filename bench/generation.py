@@ -3,18 +3,20 @@
 A tiny untied Llama (hidden 128, 4 layers) is first trained for a few hundred steps on
 synthetic "Question: ...?\\nAnswer: ... .\\n" text, so that — like a real model on a
 ``generate_until`` task — it answers in a few words and then emits the stop string. Then the
-same token-id prompts (128 questions of 8-60 tokens), the same ``max_new_tokens`` (48) and the
+same token-id prompts (384 questions of 10-60 tokens), the same ``max_new_tokens`` (48) and the
 same batch size (16), greedy, fp32, CPU, are decoded by:
 
 * ``compatlm``: :func:`compatlm.eval.generate.generate` (longest-first batches, a row stops at
   EOS or at a stop string, text cut at the first stop string);
 * ``plain``: what a user writes without compatlm — batches in the given order, left padding,
-  ``model.generate(do_sample=False, max_new_tokens=48)``, decode, cut at the first stop string.
+  ``model.generate(do_sample=False, max_new_tokens=48)``, decode, cut at the first stop string;
+* ``plain_hf_stop_strings``: the same with transformers' own ``stop_strings`` criterion.
 
-Repetitions alternate (plain, compatlm, compatlm, plain, ...) in one process. Reported:
-tokens/s of each (useful tokens = tokens up to and including the one that completed the stop
-string, identical for both when outputs agree; plus the raw tokens each side computed),
-the speed ratio compatlm / plain (target >= 1.0) and whether the texts are identical.
+One warm-up each, then 5 repetitions in one process, the order rotated every repetition.
+Reported: tokens/s of each (useful tokens = the generated tokens up to the one that completed
+the stop string, the same for every side when outputs agree; plus the tokens the plain sides
+computed), the speed ratio compatlm / baseline (target >= 1.0) and whether the texts are
+identical.
 
 Run (one benchmark at a time)::
 
@@ -149,13 +151,13 @@ def plain_generate(
 def main(argv: list[str] | None = None) -> int:
     ap = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
     ap.add_argument("--quick", action="store_true", help="smoke run: small model, 32 prompts")
-    ap.add_argument("--prompts", type=int, default=128)
+    ap.add_argument("--prompts", type=int, default=384)
     ap.add_argument("--max-new-tokens", type=int, default=48)
     ap.add_argument("--batch-size", type=int, default=16)
     ap.add_argument("--hidden", type=int, default=128)
     ap.add_argument("--layers", type=int, default=4)
     ap.add_argument("--train-steps", type=int, default=300)
-    ap.add_argument("--reps", type=int, default=3)
+    ap.add_argument("--reps", type=int, default=5)
     ap.add_argument("--threads", type=int, default=DEFAULT_THREADS)
     ap.add_argument("--seed", type=int, default=0)
     ap.add_argument("--out", type=Path)

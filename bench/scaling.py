@@ -88,7 +88,8 @@ def mc_examples(n: int, seq_tokens: int, seed: int) -> list[Any]:
     ]
 
 
-def eval_seconds(model: Any, tok: Any, examples: list[Any], reps: int) -> dict:
+def eval_job(model: Any, tok: Any, examples: list[Any]) -> Any:
+    """A callable that scores ``examples`` once and returns the seconds it took."""
     from compatlm.eval.runner import score_multiple_choice
 
     def run() -> float:
@@ -98,8 +99,7 @@ def eval_seconds(model: Any, tok: Any, examples: list[Any], reps: int) -> dict:
         )
         return time.perf_counter() - t0
 
-    run()  # warm-up
-    return summarize([run() for _ in range(reps)])
+    return run
 
 
 def train_features(n: int, seq: int, vocab: int, seed: int) -> list[Any]:
@@ -115,8 +115,9 @@ def train_features(n: int, seq: int, vocab: int, seed: int) -> list[Any]:
     return out
 
 
-def train_seconds(model_dir: Path, feats: list[Any], steps: int | None, reps: int) -> dict:
-    """Median seconds of ``steps`` plain task-adapter steps (None: one epoch over ``feats``)."""
+def train_job(model_dir: Path, feats: list[Any], steps: int | None) -> tuple[Any, int]:
+    """A callable that runs ``steps`` plain task-adapter steps (None: one epoch over ``feats``)
+    and returns the seconds they took; and the number of steps."""
     import torch
 
     from compatlm.config import RuntimeConfig
@@ -143,15 +144,32 @@ def train_seconds(model_dir: Path, feats: list[Any], steps: int | None, reps: in
             opt.zero_grad(set_to_none=True)
         return time.perf_counter() - t0
 
-    run()  # warm-up (first-step allocations, optimizer state)
-    res = summarize([run() for _ in range(reps)])
-    return res | {"steps": n_steps, "step_ms_median": round(1e3 * res["median"] / n_steps, 2)}
+    return run, n_steps
+
+
+def run_jobs(jobs: list[dict], reps: int) -> None:
+    """One warm-up each, then ``reps`` rounds over every job, the order rotated each round so
+    a drifting machine load spreads over all points instead of bending one axis."""
+    for job in jobs:
+        job["run"]()  # first-call allocations, optimizer state
+        job["times"] = []
+    for rep in range(reps):
+        shift = rep * len(jobs) // max(reps, 1)
+        for job in jobs[shift:] + jobs[:shift]:
+            job["times"].append(job["run"]())
+    for job in jobs:
+        job["seconds"] = summarize(job.pop("times"))
+        del job["run"]
+        if "steps" in job:
+            job["step_ms_median"] = round(1e3 * job["seconds"]["median"] / job["steps"], 2)
+        print(f"{job['kind']} {job['axis']}={job['x']}: {job['seconds']['median']:.3f}s",
+              file=sys.stderr)  # fmt: skip
 
 
 def main(argv: list[str] | None = None) -> int:
     ap = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
     ap.add_argument("--quick", action="store_true", help="smoke run: small sizes, 1 repetition")
-    ap.add_argument("--reps", type=int, default=3)
+    ap.add_argument("--reps", type=int, default=5)
     ap.add_argument("--threads", type=int, default=DEFAULT_THREADS)
     ap.add_argument("--seed", type=int, default=0)
     ap.add_argument("--out", type=Path)
@@ -166,65 +184,46 @@ def main(argv: list[str] | None = None) -> int:
     load = wait_for_quiet(skip=args.quick)
     machine = machine_info(args.threads)
     started = time.perf_counter()
-    eval_rows: dict[str, list[dict]] = {"instances": [], "seq_tokens": [], "parameters": []}
-    train_rows: dict[str, list[dict]] = {"instances": [], "seq_tokens": [], "parameters": []}
+    jobs: list[dict] = []
     with tempfile.TemporaryDirectory(prefix="bench_scaling_") as tmp:
         models = {}
         for hidden in grid["hidden"]:
             model = make_llama(tok, hidden=hidden, layers=grid["layers"], seed=args.seed)
             models[hidden] = (model, save_model(model, tok, Path(tmp) / f"h{hidden}"))
         base, base_dir = models[mid["hidden"]]
-
-        def log(axis: str, kind: str, row: dict) -> None:
-            print(f"{kind} {axis}={row['x']}: {row['seconds']['median']:.3f}s", file=sys.stderr)
-
         for n in grid["eval_instances"]:
-            row = {
-                "x": n,
-                "seconds": eval_seconds(base, tok, mc_examples(n, mid["seq_tokens"], 1), reps),
-            }
-            eval_rows["instances"].append(row)
-            log("instances", "eval", row)
+            run = eval_job(base, tok, mc_examples(n, mid["seq_tokens"], 1))
+            jobs.append({"kind": "eval", "axis": "instances", "x": n, "run": run})
         for seq in grid["seq_tokens"]:
             examples = mc_examples(mid["eval_instances"], seq, 1)
             req = [len(tok.encode(e.context + " " + c)) for e in examples for c in e.choices]
-            row = {
-                "x": statistics.median(req),
-                "target_tokens": seq,
-                "seconds": eval_seconds(base, tok, examples, reps),
-            }
-            eval_rows["seq_tokens"].append(row)
-            log("seq_tokens", "eval", row)
+            jobs.append({"kind": "eval", "axis": "seq_tokens", "x": statistics.median(req),
+                         "target_tokens": seq, "run": eval_job(base, tok, examples)})  # fmt: skip
         for hidden, (model, _) in models.items():
-            examples = mc_examples(mid["eval_instances"], mid["seq_tokens"], 1)
-            row = {
-                "x": n_params(model),
-                "hidden": hidden,
-                "seconds": eval_seconds(model, tok, examples, reps),
-            }
-            eval_rows["parameters"].append(row)
-            log("parameters", "eval", row)
-
-        vocab = len(tok)
-        for n in grid["train_instances"]:
-            feats = train_features(n, mid["seq_tokens"], vocab, 2)
-            row = {"x": n, "seconds": train_seconds(base_dir, feats, None, reps)}
-            train_rows["instances"].append(row)
-            log("instances", "train (one epoch)", row)
+            run = eval_job(model, tok, mc_examples(mid["eval_instances"], mid["seq_tokens"], 1))
+            jobs.append({"kind": "eval", "axis": "parameters", "x": n_params(model),
+                         "hidden": hidden, "run": run})  # fmt: skip
+        vocab, steps = len(tok), grid["train_steps"]
+        for n in grid["train_instances"]:  # one epoch over n examples
+            run, n_steps = train_job(base_dir, train_features(n, mid["seq_tokens"], vocab, 2), None)
+            jobs.append(
+                {"kind": "train", "axis": "instances", "x": n, "steps": n_steps, "run": run}
+            )
         for seq in grid["seq_tokens"]:
-            feats = train_features(4 * TRAIN_BATCH, seq, vocab, 2)
-            row = {"x": seq, "seconds": train_seconds(base_dir, feats, grid["train_steps"], reps)}
-            train_rows["seq_tokens"].append(row)
-            log("seq_tokens", "train", row)
+            run, _ = train_job(base_dir, train_features(4 * TRAIN_BATCH, seq, vocab, 2), steps)
+            jobs.append(
+                {"kind": "train", "axis": "seq_tokens", "x": seq, "steps": steps, "run": run}
+            )
         for hidden, (model, path) in models.items():
             feats = train_features(4 * TRAIN_BATCH, mid["seq_tokens"], vocab, 2)
-            row = {
-                "x": n_params(model),
-                "hidden": hidden,
-                "seconds": train_seconds(path, feats, grid["train_steps"], reps),
-            }
-            train_rows["parameters"].append(row)
-            log("parameters", "train", row)
+            run, _ = train_job(path, feats, steps)
+            jobs.append({"kind": "train", "axis": "parameters", "x": n_params(model),
+                         "hidden": hidden, "steps": steps, "run": run})  # fmt: skip
+        run_jobs(jobs, reps)
+    rows: dict[str, dict[str, list[dict]]] = {"eval": {}, "train": {}}
+    for job in jobs:
+        rows[job.pop("kind")].setdefault(job.pop("axis"), []).append(job)
+    eval_rows, train_rows = rows["eval"], rows["train"]
 
     def fits(rows: dict[str, list[dict]]) -> dict:
         return {
