@@ -134,23 +134,28 @@ def generate(
             stopping_criteria=StoppingCriteriaList([StopStringCriteria(tokenizer, width, stop)]),
         )  # [B, T + new]
         for row, i in enumerate(idx):
-            new = out[row, width:].tolist()
-            if pad not in eos:
-                # Rows that hit a stop string early are filled with padding up to the batch's end.
-                while new and new[-1] == pad:
-                    new.pop()
-            finish = "length"
-            for pos, tok in enumerate(new):
-                if tok in eos:
-                    # Everything after EOS is padding added for rows that finished early.
-                    new, finish = new[:pos], "eos"
-                    break
-            text = tokenizer.decode(new, skip_special_tokens=True)
-            text, stopped = cut_at_stop(text, stop)
-            outputs[i] = GenerationOutput(text, tuple(new), "stop" if stopped else finish)
+            outputs[i] = decode_row(out[row, width:].tolist(), tokenizer, pad, eos, stop)
         if on_batch is not None:
             on_batch(len(idx))
     return outputs  # type: ignore[return-value]
+
+
+def decode_row(
+    new: list[int], tokenizer: Any, pad: int, eos: Sequence[int], stop: Sequence[str]
+) -> GenerationOutput:
+    """One generated row (token ids after the prompt) as text: padding, EOS and stop cut off."""
+    if pad not in eos:
+        # Rows that hit a stop string early are filled with padding up to the batch's end.
+        while new and new[-1] == pad:
+            new.pop()
+    finish = "length"
+    for pos, tok in enumerate(new):
+        if tok in eos:
+            # Everything after EOS is padding added for rows that finished early.
+            new, finish = new[:pos], "eos"
+            break
+    text, stopped = cut_at_stop(tokenizer.decode(new, skip_special_tokens=True), stop)
+    return GenerationOutput(text, tuple(new), "stop" if stopped else finish)
 
 
 def gen_prediction(

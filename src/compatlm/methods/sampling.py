@@ -17,7 +17,7 @@ import torch
 
 # eos_token_ids/StopStringCriteria: the greedy decoder's EOS and stop-string rules, reused so sampled and
 # greedy outputs end by the same rules.
-from compatlm.eval.generate import StopStringCriteria, cut_at_stop, eos_token_ids
+from compatlm.eval.generate import StopStringCriteria, decode_row, eos_token_ids
 
 
 @dataclass(frozen=True)
@@ -35,17 +35,9 @@ def example_seed(seed: int, example_id: str) -> int:
 
 
 def _row_output(new: list[int], tokenizer: Any, pad: int, eos: list[int], stop) -> Candidate:
-    """Decode one generated row as eval/generate.py does: drop padding, cut at EOS and stop."""
-    if pad not in eos:
-        while new and new[-1] == pad:
-            new.pop()
-    finish = "length"
-    for pos, tok in enumerate(new):
-        if tok in eos:
-            new, finish = new[:pos], "eos"
-            break
-    text, stopped = cut_at_stop(tokenizer.decode(new, skip_special_tokens=True), stop)
-    return Candidate(text, len(new), "stop" if stopped else finish)
+    """Decode one generated row exactly as greedy evaluation does."""
+    out = decode_row(new, tokenizer, pad, eos, stop)
+    return Candidate(out.text, len(out.token_ids), out.finish)
 
 
 @torch.inference_mode()
