@@ -8,6 +8,8 @@ against the vanilla update and the McNemar p of MUSCLE vs new, into
     .venv/bin/python bench/demo_seeds.py --seeds 3                  # warm family cache
     .venv/bin/python bench/demo_seeds.py --seeds 1 --cold           # empty cache: cold timing
     .venv/bin/python bench/demo_seeds.py --seeds 3 -- mask=old_correct   # extra demo overrides
+    .venv/bin/python bench/demo_seeds.py --seeds 3 --family continued --name demo_continued \
+        --out runs/bench-continued           # + port/interpolate/merge (same-shape bases)
 """
 
 from __future__ import annotations
@@ -32,6 +34,7 @@ def main() -> None:
     ap.add_argument("--cold", action="store_true", help="build the family in an empty cache")
     ap.add_argument("--out", default=None, help="demo output dir (default: a temp dir)")
     ap.add_argument("--name", default="demo_seeds", help="result file name in bench/results")
+    ap.add_argument("--family", default="default", choices=("default", "continued"))
     ap.add_argument("overrides", nargs="*", help="demo config overrides (key=value)")
     args = ap.parse_args()
 
@@ -41,7 +44,7 @@ def main() -> None:
     out = Path(args.out or tempfile.mkdtemp(prefix="compatlm_demo_")) / "demo"
     cmd = [
         sys.executable, "-m", "compatlm", "demo", "--seeds", str(args.seeds), "--out", str(out),
-        "--overwrite", "runtime.progress=false", *args.overrides,
+        "--family", args.family, "--overwrite", "runtime.progress=false", *args.overrides,
     ]  # fmt: skip
     machine = machine_info(threads=int(os.environ.get("OMP_NUM_THREADS", "0") or 0))
     t0 = time.perf_counter()

@@ -88,17 +88,23 @@ def build_family(root: Path) -> dict[str, str]:
     return paths
 
 
-def features():
+def features(labels: str = "all"):
+    """64-token sequences whose last 16 tokens are the answer. ``labels="all"``: every position
+    is labelled (the loss's worst case); ``"answer"``: the prompt is masked from the loss
+    (``mask_prompt: true``, the default of ``train compat``), so 16 of 64 positions count."""
     import torch
 
-    from compatlm.train.data import Features
+    from compatlm.train.data import IGNORE, Features
 
     gen = torch.Generator().manual_seed(0)
     out = []
     for i in range(N_EXAMPLES):
         ids = torch.randint(3, 320, (SEQ + 1,), generator=gen).tolist()
         answer = (False,) * (SEQ - 16) + (True,) * 16
-        out.append(Features(f"x{i}", tuple(ids[:-1]), tuple(ids[1:]), answer))
+        targets = [
+            t if a or labels == "all" else IGNORE for t, a in zip(ids[1:], answer, strict=True)
+        ]
+        out.append(Features(f"x{i}", tuple(ids[:-1]), tuple(targets), answer))
     return out
 
 
@@ -140,7 +146,13 @@ class RssSampler(threading.Thread):
 
 
 def child(
-    variant: str, workdir: Path, steps: int, warmup: int, profile: bool, device: str = "cpu"
+    variant: str,
+    workdir: Path,
+    steps: int,
+    warmup: int,
+    profile: bool,
+    device: str = "cpu",
+    labels: str = "all",
 ) -> dict:
     import psutil
     import torch
@@ -160,7 +172,7 @@ def child(
 
     torch.set_num_threads(1)
     paths = json.loads((workdir / "paths.json").read_text())
-    feats = features()
+    feats = features(labels)
     ids = [f.example_id for f in feats]
     rt = RuntimeConfig(device=device, progress=False)
     dev = torch.device(device)
@@ -347,10 +359,20 @@ def main() -> None:
     ap.add_argument("--workdir", type=Path)
     ap.add_argument("--out", type=Path, default=RESULTS)
     ap.add_argument("--device", default="cpu", help="cpu, or cuda to also get max_memory_allocated")
+    ap.add_argument(
+        "--labels",
+        choices=("all", "answer"),
+        default="all",
+        help="all = every position in the loss; answer = prompt masked (16 of 64 positions)",
+    )
     args = ap.parse_args()
+    if args.labels == "answer" and args.out == RESULTS:
+        args.out = RESULTS.with_name("train_step_answer.json")
     if args.child:
         prof = args.child in args.profile
-        res = child(args.child, args.workdir, args.steps, args.warmup, prof, args.device)
+        res = child(
+            args.child, args.workdir, args.steps, args.warmup, prof, args.device, args.labels
+        )
         print(json.dumps(res))
         return
 
@@ -366,7 +388,7 @@ def main() -> None:
         t0 = time.perf_counter()
         build_teacher_cache(
             ModelSpec.parse(paths["old"]),
-            features(),
+            features(args.labels),
             _tok(paths),
             work / "cache",
             TOPK,
@@ -377,7 +399,7 @@ def main() -> None:
         cache_bytes = sum(p.stat().st_size for p in (work / "cache").iterdir())
         build_teacher_cache(
             ModelSpec.parse(paths["new"]),
-            features(),
+            features(args.labels),
             _tok(paths),
             work / "cache_new",
             TOPK,
@@ -401,6 +423,8 @@ def main() -> None:
                     str(args.warmup),
                     "--device",
                     args.device,
+                    "--labels",
+                    args.labels,
                 ]
                 for p in args.profile:
                     cmd += ["--profile", p]
@@ -448,7 +472,7 @@ def main() -> None:
             "steps": args.steps,
             "warmup": args.warmup,
             "reps": args.reps,
-            "labelled_positions": "all",
+            "labelled_positions": args.labels,
         },
         "machine": started | {"load_average_at_end": os.getloadavg()},
         "summary": summary,

@@ -60,3 +60,29 @@ def test_unknown_task_fails_before_anything_is_written(tmp_path, capsys):
     err = capsys.readouterr().err.strip()
     assert err.startswith("error: ") and "demo_nope" in err and "\n" not in err
     assert not out.exists()
+
+
+def test_continued_family_runs_every_alternative(tmp_path, monkeypatch):
+    """Same-shape bases: port, interpolate and merge apply, beside MUSCLE and PCT."""
+    monkeypatch.setenv("COMPATLM_CACHE", str(tmp_path / "cache"))
+    out = tmp_path / "out"
+    argv = ["demo", "--quick", "--family", "continued", "--out", str(out)]
+    assert main([*argv, "--tasks", "demo_piqa", "demo_gsm8k", "runtime.progress=false"]) == 0
+    family = json.loads((out / "family.json").read_text())
+    assert family["alternatives_skipped"] is None
+    summary = json.loads((out / "summary.json").read_text())
+    for task in ("demo_piqa", "demo_gsm8k"):
+        roles = summary["tasks"][task]
+        assert {"new", "muscle", "port", "interpolate", "merge", "pct"} <= set(roles), task
+        for role in ("port", "interpolate", "merge", "pct"):
+            assert roles[role]["nfr"]["mean"] is not None, (task, role)
+    assert "interpolate" in (out / "report.md").read_text()
+
+
+def test_default_family_skips_weight_space_alternatives_with_a_reason(demo_run):
+    _, out = demo_run
+    family = json.loads((out / "family.json").read_text())
+    assert "differ in shape" in family["alternatives_skipped"]
+    summary = json.loads((out / "summary.json").read_text())
+    roles = set(summary["tasks"]["demo_piqa"])
+    assert "pct" in roles and not roles & {"port", "interpolate", "merge"}

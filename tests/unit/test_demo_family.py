@@ -325,3 +325,41 @@ def test_parallel_build_matches_sequential_tasks(tmp_path):
     assert (seq.tokenizer_dir / "tokenizer.json").read_bytes() == (
         par.tokenizer_dir / "tokenizer.json"
     ).read_bytes()
+
+
+def test_continued_recipe_keeps_old_shape_and_existing_keys():
+    cont = FamilyRecipe.continued()
+    assert cont.new.init_from == "old" and cont.new.shape == cont.old.shape
+    assert cont.key() not in {FamilyRecipe.default().key(), FamilyRecipe.quick().key()}
+    # Unset init_from is left out of the hash: caches built before the field existed still hit.
+    assert FamilyRecipe.default().key() == "e535ff32f4ee0089"
+    small = FamilyRecipe.named("continued", quick=True)
+    assert small.new.shape == small.old.shape and small.new.init_from == "old"
+    with pytest.raises(CompatlmError, match="unknown demo family 'bigger'"):
+        FamilyRecipe.named("bigger")
+
+
+def test_continued_recipe_refuses_another_shape():
+    r = micro_recipe()
+    wide = r.new.model_copy(
+        update={"init_from": "old", "shape": r.new.shape.model_copy(update={"hidden_size": 32})}
+    )
+    with pytest.raises(ValidationError, match="needs the old base's shape"):
+        FamilyRecipe.model_validate({**r.model_dump(), "new": wide.model_dump()})
+
+
+def test_continued_new_base_starts_from_the_old_weights(tmp_path):
+    from transformers import LlamaForCausalLM
+
+    from compatlm.demo.build import build_family
+
+    r = micro_recipe()
+    r = r.model_copy(update={"new": r.new.model_copy(update={"init_from": "old"})})
+    build_family(r, tmp_path, progress=False, workers=2)  # continued: built one after the other
+    old, new = (LlamaForCausalLM.from_pretrained(tmp_path / role) for role in ("old", "new"))
+    fresh = make_model(r.new.shape, train_tokenizer(["a b c"], 300), r.new.train.seed)
+    w = "model.layers.0.mlp.up_proj.weight"
+    o, n = old.state_dict()[w], new.state_dict()[w]
+    assert not torch.equal(o, n)  # it trained further...
+    # ...from the old weights: far closer to them than a fresh init of the same shape is.
+    assert (n - o).norm() < 0.5 * (fresh.state_dict()[w] - o).norm()

@@ -11,6 +11,7 @@ examples:
   compatlm demo                                  # default family, 1 seed, all four tasks
   compatlm demo --quick --out runs/demo-quick    # minutes-scale version (used by the tests)
   compatlm demo --seeds 3 --tasks demo_piqa demo_gsm8k
+  compatlm demo --family continued --out runs/demo-continued   # + port, interpolate, merge
   compatlm demo --out runs/demo training.epochs=4 mask=old_correct
 
 Rerunning the same command resumes: finished steps are reused, unfinished ones continue from
@@ -34,6 +35,13 @@ def register(subparsers: argparse._SubParsersAction) -> None:
     p.add_argument("--seeds", type=int, default=1, help="number of seeds (0..N-1; default 1)")
     p.add_argument("--tasks", nargs="+", metavar="TASK", help="subset of the demo tasks")
     p.add_argument("--quick", action="store_true", help="smaller family and data: minutes")
+    p.add_argument(
+        "--family",
+        choices=("default", "continued"),
+        default="default",
+        help="default: a larger new base trained from scratch; continued: same-shape new base"
+        " that continues the old one's pre-training (port, interpolate and merge then apply)",
+    )
     p.add_argument("--overwrite", action="store_true", help="start over in --out")
     p.add_argument("--no-alternatives", action="store_true", help="MUSCLE only (no port etc.)")
     p.add_argument("overrides", nargs="*", metavar="KEY=VALUE", help="demo config overrides")
@@ -48,7 +56,7 @@ def run_demo_command(args: argparse.Namespace) -> int:
     if args.seeds < 1:
         raise CompatlmError(f"--seeds: expected a positive number, found {args.seeds}")
     data: dict = quick_defaults() if args.quick else {}
-    data.update({"seeds": list(range(args.seeds)), "quick": args.quick})
+    data.update({"seeds": list(range(args.seeds)), "quick": args.quick, "family": args.family})
     if args.tasks:
         # `--tasks a b key=value`: argparse hands trailing overrides to --tasks; give them back.
         args.overrides = [*args.overrides, *(t for t in args.tasks if "=" in t)]

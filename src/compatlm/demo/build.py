@@ -38,7 +38,7 @@ def build_family(recipe: FamilyRecipe, out: Path, *, progress: bool, workers: in
     tokenizer.save_pretrained(out / "tokenizer")
     t_tok = time.perf_counter() - t0
     with _Progress(progress) as bar:
-        if workers >= 2:
+        if workers >= 2 and recipe.new.init_from is None:
             stats, task_counts = _parallel(recipe, out, docs, bar)
         else:
             stats = {}
@@ -71,7 +71,15 @@ def pretrain_role(
     base = getattr(recipe, role)
     tokenizer = AutoTokenizer.from_pretrained(out / "tokenizer", trust_remote_code=False)
     data = pack(docs, tokenizer, base.train.seq_len)
-    model = make_model(base.shape, tokenizer, base.train.seed)
+    if base.init_from is not None:
+        from transformers import LlamaForCausalLM
+
+        # Continued pre-training: ROLES builds "old" first, so its weights are on disk here.
+        model = LlamaForCausalLM.from_pretrained(
+            out / base.init_from, use_safetensors=True, trust_remote_code=False
+        )
+    else:
+        model = make_model(base.shape, tokenizer, base.train.seed)
     stats = pretrain(model, data, base.train, on_step=on_step)
     save_base(model, tokenizer, out / role)
     return stats

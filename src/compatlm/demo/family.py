@@ -19,9 +19,9 @@ import logging
 import os
 from dataclasses import dataclass, field
 from pathlib import Path
-from typing import Any
+from typing import Any, Literal
 
-from pydantic import BaseModel, ConfigDict
+from pydantic import BaseModel, ConfigDict, model_validator
 
 from compatlm.demo import cache
 from compatlm.demo.corpus import CorpusView, make_corpus
@@ -36,6 +36,7 @@ log = logging.getLogger(__name__)
 # Bump when generators or training code change what a recipe produces: old caches then miss.
 FORMAT_VERSION = 1
 ROLES = ("old", "new")
+FAMILIES = ("default", "continued")
 
 # Task-adapter settings measured on the default family: LoRA on every linear layer of the
 # attention and MLP blocks (lm_head left alone), 1000 training rows, ~10-20 s per adapter on one
@@ -62,6 +63,9 @@ class BaseRecipe(_Frozen):
     corpus: CorpusView
     shape: ModelShape
     train: PretrainSettings
+    # "old": continue pre-training from the old base's weights (same shape) instead of a fresh
+    # init. Left out of the recipe hash when unset, so existing cache keys stay valid.
+    init_from: Literal["old"] | None = None
 
 
 class SplitSizes(_Frozen):
@@ -83,11 +87,23 @@ class FamilyRecipe(_Frozen):
     old: BaseRecipe
     new: BaseRecipe
 
+    @model_validator(mode="after")
+    def _check_init(self) -> FamilyRecipe:
+        if self.old.init_from is not None:
+            raise ValueError(
+                "old.init_from must be unset: the old base is pre-trained from scratch"
+            )
+        if self.new.init_from == "old" and self.new.shape != self.old.shape:
+            raise ValueError(
+                "new.init_from=old needs the old base's shape, found "
+                f"{self.new.shape.model_dump()} vs {self.old.shape.model_dump()}"
+            )
+        return self
+
     def key(self) -> str:
         """Stable hash of the recipe and the generator version (16 hex chars)."""
-        blob = json.dumps(
-            {"format": FORMAT_VERSION, "recipe": self.model_dump(mode="json")}, sort_keys=True
-        )
+        recipe = self.model_dump(mode="json", exclude_none=True)
+        blob = json.dumps({"format": FORMAT_VERSION, "recipe": recipe}, sort_keys=True)
         return hashlib.sha256(blob.encode()).hexdigest()[:16]
 
     @classmethod
@@ -116,15 +132,44 @@ class FamilyRecipe(_Frozen):
         )
 
     @classmethod
+    def continued(cls) -> FamilyRecipe:
+        """Same old base; the new one *continues* its pre-training on the new, larger view
+        (same shape). The update PortLLM and weight interpolation assume: the old adapter's
+        weight deltas still mean something on the new base. ~4 min on 2 cores (sequential)."""
+        d = cls.default()
+        new = d.new.model_copy(
+            update={
+                "shape": d.old.shape,
+                "train": d.new.train.model_copy(update={"lr": 2e-3}),
+                "init_from": "old",
+            }
+        )
+        return d.model_copy(update={"new": new})
+
+    @classmethod
+    def named(cls, name: str, *, quick: bool = False) -> FamilyRecipe:
+        """``default`` or ``continued``, full size or (``quick``) miniature."""
+        if name not in FAMILIES:
+            raise CompatlmError(f"unknown demo family {name!r}; valid: {', '.join(FAMILIES)}")
+        recipe = cls.continued() if name == "continued" else cls.default()
+        return recipe.shrunk() if quick else recipe
+
+    @classmethod
     def quick(cls) -> FamilyRecipe:
         """A miniature family for end-to-end tests (seconds, not minutes; models learn little)."""
-        d = cls.default()
-        return d.model_copy(
+        return cls.default().shrunk()
+
+    def shrunk(self) -> FamilyRecipe:
+        """The miniature version of this recipe (what ``--quick`` uses)."""
+        same = self.new.init_from == "old"
+        return self.model_copy(
             update={
                 "vocab_size": 512,
                 "task_sizes": SplitSizes(train=64, validation=16, test=32),
-                "old": _shrink(d.old, n_docs=3_000, hidden=48, inter=128),
-                "new": _shrink(d.new, n_docs=4_000, hidden=64, inter=160),
+                "old": _shrink(self.old, n_docs=3_000, hidden=48, inter=128),
+                "new": _shrink(
+                    self.new, n_docs=4_000, hidden=48 if same else 64, inter=128 if same else 160
+                ),
             }
         )
 
@@ -134,6 +179,7 @@ def _shrink(base: BaseRecipe, *, n_docs: int, hidden: int, inter: int) -> BaseRe
         corpus=base.corpus.model_copy(update={"n_docs": n_docs}),
         shape=base.shape.model_copy(update={"hidden_size": hidden, "intermediate_size": inter}),
         train=base.train,
+        init_from=base.init_from,
     )
 
 
@@ -218,6 +264,9 @@ def build_or_load_family(
 def _auto_workers(recipe: FamilyRecipe) -> int:
     # Two 1-thread processes beat one 2-thread process on these tiny matrices, but spawning a
     # process costs a few seconds of imports: only worth it for the full-size recipe.
+    # A continued new base starts from the finished old one: nothing to run side by side.
+    if recipe.new.init_from is not None:
+        return 1
     big = recipe.new.corpus.n_docs >= 10_000
     return 2 if big and (os.cpu_count() or 1) >= 2 else 1
 

@@ -24,7 +24,7 @@ import logging
 import time
 from collections.abc import Callable
 from pathlib import Path
-from typing import Any
+from typing import Any, Literal
 
 from pydantic import Field
 
@@ -34,7 +34,9 @@ from compatlm.io import atomic_write_json, prepare_out_dir
 
 log = logging.getLogger(__name__)
 
-ALTERNATIVES = ("port", "interpolate")
+ALTERNATIVES = ("port", "interpolate", "merge", "pct")
+# Alternatives that combine the old adapter's weights with the new base: identical shapes only.
+WEIGHT_SPACE = ("port", "interpolate", "merge")
 
 
 class DemoTraining(StrictModel):
@@ -61,6 +63,11 @@ class DemoRuntime(RuntimeConfig):
 
 
 class DemoConfig(StrictModel):
+    family: Literal["default", "continued"] = Field(
+        "default",
+        description="default: new base larger, pre-trained from scratch; continued: same shape,"
+        " pre-training continued from the old base (where port/interpolate/merge apply)",
+    )
     seeds: list[int] = Field(default_factory=lambda: [0])
     tasks: list[str] | None = Field(None, description="default: every demo task")
     quick: bool = False
@@ -139,17 +146,58 @@ def train_muscle(
     return str(train_compat(ccfg, out, resume=True))
 
 
+def train_pct(cfg: DemoConfig, family: Any, old: str, new: str, task: str, seed: int, out: Path):
+    """PCT (Yan et al., CVPR 2021) in its LLM form: cross entropy plus focal distillation from
+    the old model (weight α + β·1[old correct]), starting from the new task adapter."""
+    from compatlm.train.compat import train_compat
+    from compatlm.train.config import FocalSettings, OptimSettings, TrainCompatConfig
+
+    t = cfg.training
+    ccfg = TrainCompatConfig(
+        old=old,
+        new=new,
+        task=_task_cfg(family, task, "train", t.limit_train),
+        mask="old_only",
+        temperature=cfg.temperature,
+        kd_weight=0.5,
+        focal=FocalSettings(alpha=1.0, beta=5.0),
+        teacher_old=cfg.teacher_old,  # type: ignore[arg-type]
+        optim=OptimSettings(
+            lr=t.compat_lr, epochs=t.compat_epochs, batch_size=t.batch_size, seed=seed
+        ),
+        runtime=cfg.runtime.model_copy(update={"seed": seed}),
+    )
+    return str(train_compat(ccfg, out, resume=True))
+
+
 def build_alternative(name: str, old: str, new: str, out: Path, runtime: RuntimeConfig) -> str:
-    from compatlm.methods.config import InterpolateConfig, PortConfig
+    """A training-free candidate (port, interpolate, merge) as a ModelSpec."""
+    from compatlm.methods.config import (
+        InterpolateConfig,
+        PortConfig,
+        TaskArithmeticConfig,
+        TaskVector,
+    )
     from compatlm.methods.registry import get_method
+    from compatlm.spec import ModelSpec
 
     if name == "port":
         mcfg: StrictModel = PortConfig(old=old, new=new, runtime=runtime)
+        method = "port"
     elif name == "interpolate":
-        mcfg = InterpolateConfig(old=old, new=new, alpha=0.5, runtime=runtime)
+        mcfg, method = InterpolateConfig(old=old, new=new, alpha=0.5, runtime=runtime), name
+    elif name == "merge":
+        # Merge-to-Learn style: new base + τ_new + ½·τ_old (the old skill added, not averaged).
+        o, n = ModelSpec.parse(old), ModelSpec.parse(new)
+        vectors = [
+            TaskVector(adapter=n.adapter, weight=1.0),
+            TaskVector(adapter=o.adapter, weight=0.5),
+        ]
+        mcfg = TaskArithmeticConfig(base=n.base, vectors=vectors, runtime=runtime)
+        method = "task_arithmetic"
     else:
-        raise CompatlmError(f"demo: unknown alternative {name!r}; valid: {', '.join(ALTERNATIVES)}")
-    return get_method(name).build(mcfg, prepare_out_dir(out, overwrite=True), runtime=runtime)
+        raise CompatlmError(f"demo: unknown alternative {name!r}; valid: {', '.join(WEIGHT_SPACE)}")
+    return get_method(method).build(mcfg, prepare_out_dir(out, overwrite=True), runtime=runtime)
 
 
 def shape_mismatch(old_base: str, new_base: str) -> str | None:
@@ -203,6 +251,15 @@ def run_seed(
             ),
         )
         for alt in alternatives:
+            if alt == "pct":
+                models[alt] = f"{new_base}+" + _step(
+                    d / alt,
+                    f"seed {seed} · {task}: PCT focal distillation adapter",
+                    lambda d=d, task=task, old=old, new=new: train_pct(
+                        cfg, family, old, new, task, seed, d / "pct"
+                    ),
+                )
+                continue
             models[alt] = _step(
                 d / alt,
                 f"seed {seed} · {task}: {alt}",
@@ -274,11 +331,12 @@ def run_demo(cfg: DemoConfig, out: str | Path, *, overwrite: bool = False) -> Pa
         raise CompatlmError(
             f"demo alternatives: unknown {bad_alt[0]!r}; valid: {', '.join(ALTERNATIVES)}"
         )
-    recipe = FamilyRecipe.quick() if cfg.quick else FamilyRecipe.default()
+    recipe = FamilyRecipe.named(cfg.family, quick=cfg.quick)
     _check_same_run(Path(out), cfg, recipe.key(), overwrite)
     out = prepare_out_dir(out, overwrite=overwrite, resume=not overwrite)
     family = build_or_load_family(recipe, progress=cfg.runtime.progress)
-    skipped = shape_mismatch(str(family.old_dir), str(family.new_dir)) if cfg.alternatives else None
+    weight_space = any(a in WEIGHT_SPACE for a in cfg.alternatives)
+    skipped = shape_mismatch(str(family.old_dir), str(family.new_dir)) if weight_space else None
     if skipped:
         log.warning("demo: %s", skipped)
     atomic_write_json(out / "demo.json", _run_identity(cfg, recipe.key()))
@@ -294,7 +352,7 @@ def run_demo(cfg: DemoConfig, out: str | Path, *, overwrite: bool = False) -> Pa
             "recipe": recipe.model_dump(mode="json"),
         },
     )
-    alternatives = [] if skipped else cfg.alternatives
+    alternatives = [a for a in cfg.alternatives if not (skipped and a in WEIGHT_SPACE)]
     runs = {
         seed: run_seed(cfg, family, tasks, alternatives, seed, out / f"seed{seed}")
         for seed in cfg.seeds
@@ -307,5 +365,4 @@ def quick_defaults() -> dict[str, Any]:
     return {
         "training": {"epochs": 1, "compat_epochs": 1, "limit_train": 96, "r": 4, "alpha": 8.0},
         "limit_test": 48,
-        "alternatives": ["port"],
     }

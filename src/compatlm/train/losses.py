@@ -63,11 +63,11 @@ def lm_loss(logits: Tensor, labels: Tensor, ignore_index: int = -100) -> Tensor:
     Same value as ``F.cross_entropy(..., ignore_index=...)`` (mean reduction), except that a batch
     without any valid label gives 0.0 instead of NaN.
     """
-    if not bool(valid_positions(labels, ignore_index).any()):
+    valid = valid_positions(labels, ignore_index)  # (B, T)
+    if not bool(valid.any()):
         return _zero_like_graph(logits)
-    return F.cross_entropy(
-        logits.reshape(-1, logits.shape[-1]).float(), labels.reshape(-1), ignore_index=ignore_index
-    )
+    # Only valid positions enter the softmax: with the prompt masked they are a small share.
+    return F.cross_entropy(logits[valid].float(), labels[valid])  # (N, V), (N,)
 
 
 def focal_weights(old_correct: Tensor, alpha: float = 1.0, beta: float = 1.0) -> Tensor:
@@ -82,49 +82,57 @@ def focal_weights(old_correct: Tensor, alpha: float = 1.0, beta: float = 1.0) ->
 def _teacher_kl(student_logits: Tensor, teacher: Teacher, temperature: float) -> Tensor:
     """(B, T) per-token KL(teacher ‖ student) for a full-logits or top-k teacher (detached)."""
     if isinstance(teacher, TopK):
-        return per_token_kl_topk(student_logits, teacher, temperature)
-    return per_token_kl_full(student_logits, teacher, temperature)
+        return per_token_kl_topk(student_logits, teacher.detach(), temperature)
+    return per_token_kl_full(student_logits, teacher.detach(), temperature)
 
 
-def _blank_ignored(teacher: Teacher, valid: Tensor) -> Teacher:
-    """Detach ``teacher`` and overwrite it at ignored positions with harmless finite values.
-
-    Padding positions of cached or batched teachers may hold garbage (even NaN). The loss drops
-    them with torch.where, but a NaN teacher would still turn the student's gradient at that
-    position into NaN (backward computes 0 · NaN), and the model update with it.
-    """
-    ignored = ~valid  # (B, T)
-    if isinstance(teacher, TopK):
-        # Zero log-probs and an empty rest: finite terms, discarded afterwards anyway.
+def _take(x: Teacher, rows: Tensor, cols: Tensor) -> Teacher:
+    """Positions (rows[i], cols[i]) of a (B, T, ...) teacher, as a (1, N, ...) teacher."""
+    if isinstance(x, TopK):
         return TopK(
-            ids=teacher.ids.masked_fill(ignored.unsqueeze(-1), 0),
-            logprobs=teacher.logprobs.detach().masked_fill(ignored.unsqueeze(-1), 0.0),
-            rest_logmass=teacher.rest_logmass.detach().masked_fill(ignored, float("-inf")),
+            ids=x.ids[rows, cols].unsqueeze(0),  # (1, N, k)
+            logprobs=x.logprobs[rows, cols].unsqueeze(0),  # (1, N, k)
+            rest_logmass=x.rest_logmass[rows, cols].unsqueeze(0),  # (1, N)
         )
-    return teacher.detach().masked_fill(ignored.unsqueeze(-1), 0.0)  # (B, T, V), uniform there
+    return x[rows, cols].unsqueeze(0)  # (1, N, V)
 
 
-def _masked_kl(
+def _check_teachers(old: Teacher, new: Teacher) -> None:
+    if isinstance(old, Tensor) and isinstance(new, Tensor) and old.shape != new.shape:
+        raise CompatlmError(
+            f"teacher_old and teacher_new logits differ in shape: {tuple(old.shape)} vs "
+            f"{tuple(new.shape)} (the two models must share a vocabulary)"
+        )
+
+
+def _masked_kl_sum(
     student_logits: Tensor,
     old: Teacher,
     new: Teacher,
     mask: Tensor,
     valid: Tensor,
     temperature: float,
+    instance_weights: Tensor | None,
 ) -> Tensor:
-    """(B, T) per-token KL to teacher_old where ``mask`` else to teacher_new (teachers detached)."""
-    if isinstance(old, Tensor) and isinstance(new, Tensor):
-        # One KL over a merged teacher instead of two KLs: half the (B, T, V) work.
-        if old.shape != new.shape:
-            raise CompatlmError(
-                f"teacher_old and teacher_new logits differ in shape: {tuple(old.shape)} vs "
-                f"{tuple(new.shape)} (the two models must share a vocabulary)"
-            )
-        merged = torch.where(mask.unsqueeze(-1), old.detach(), new.detach())  # (B, T, V)
-        return per_token_kl_full(student_logits, _blank_ignored(merged, valid), temperature)
-    kl_old = _teacher_kl(student_logits, _blank_ignored(old, valid), temperature)  # (B, T)
-    kl_new = _teacher_kl(student_logits, _blank_ignored(new, valid), temperature)  # (B, T)
-    return torch.where(mask, kl_old, kl_new)
+    """Σ over valid tokens of (weighted) KL to teacher_old where ``mask`` else to teacher_new.
+
+    Each teacher's KL is computed only on the tokens it teaches: (N_old, V) and (N_new, V)
+    instead of two (B, T, V) passes. With the prompt masked from the loss, N is a small share of
+    B·T, so this is most of the loss's cost saved; ignored positions (padding, whose cached or
+    batched teacher values may be garbage or NaN) never enter the arithmetic.
+    """
+    _check_teachers(old, new)
+    total = student_logits.sum() * 0.0  # scalar on the student's graph, also when N = 0
+    for teacher, use in ((old, mask & valid), (new, ~mask & valid)):
+        rows, cols = use.nonzero(as_tuple=True)  # (n,), (n,)
+        if rows.numel() == 0:
+            continue
+        student = student_logits[rows, cols].unsqueeze(0)  # (1, n, V)
+        kl = _teacher_kl(student, _take(teacher, rows, cols), temperature).squeeze(0)  # (n,)
+        if instance_weights is not None:
+            kl = kl * instance_weights.detach().to(kl.dtype)[rows]  # (n,)
+        total = total + kl.sum()
+    return total
 
 
 def compat_loss(
@@ -170,16 +178,15 @@ def compat_loss(
         return LossOutput(loss=ce, kd=zero, ce=ce, n_tokens=n_tokens, n_old_tokens=0)
 
     token_mask = compute_mask(mask, student_logits, labels, old_stats, ignore_index=ignore_index)
-    kl = _masked_kl(student_logits, old, new, token_mask, valid, temperature)  # (B, T)
-    if instance_weights is not None:
-        if instance_weights.shape != labels.shape[:1]:
-            raise CompatlmError(
-                f"instance_weights must have shape (B,) = {tuple(labels.shape[:1])}, "
-                f"found {tuple(instance_weights.shape)}"
-            )
-        kl = kl * instance_weights.detach().to(kl.dtype).unsqueeze(-1)  # (B, T)
-    # where, not multiply: 0 · inf = NaN if a padding position's KL is infinite.
-    kd = torch.where(valid, kl, torch.zeros_like(kl)).sum() / max(n_tokens, 1)
+    if instance_weights is not None and instance_weights.shape != labels.shape[:1]:
+        raise CompatlmError(
+            f"instance_weights must have shape (B,) = {tuple(labels.shape[:1])}, "
+            f"found {tuple(instance_weights.shape)}"
+        )
+    kl_sum = _masked_kl_sum(
+        student_logits, old, new, token_mask, valid, temperature, instance_weights
+    )
+    kd = kl_sum / max(n_tokens, 1)
     if t_squared:
         # Hinton et al. (2015): soft-target gradients shrink as 1/T²; T² restores their scale.
         kd = kd * temperature**2
