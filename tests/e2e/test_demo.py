@@ -28,12 +28,19 @@ def test_quick_demo_tells_the_whole_story(demo_run):
     summary = json.loads((out / "summary.json").read_text())
     assert set(summary["tasks"]) == {"demo_hellaswag", "demo_piqa", "demo_gsm8k", "demo_samsum"}
     for task, roles in summary["tasks"].items():
-        assert {"new", "muscle"} <= set(roles), task
+        assert {"new", "muscle", "pct"} <= set(roles), task
+        # re-ranking applies to the generation tasks only
+        assert ("rerank" in roles) == (task in ("demo_gsm8k", "demo_samsum")), task
         acc = roles["muscle"]["acc"]["mean"]
         assert acc is not None and 0.0 <= acc <= 1.0
     metrics = json.loads((out / "seed0" / "eval" / "metrics.json").read_text())
     pairs = {(c["task"], c["reference"], c["other"]) for c in metrics["comparisons"]}
     assert ("demo_piqa", "old", "new") in pairs and ("demo_piqa", "new", "muscle") in pairs
+    assert ("demo_gsm8k", "old", "rerank") in pairs and ("demo_gsm8k", "new", "rerank") in pairs
+    cost = json.loads(
+        (out / "seed0" / "adapters" / "demo_gsm8k" / "rerank" / "cost.json").read_text()
+    )
+    assert cost["forward_token_ratio"]["value"] > 1.0  # k samples + scoring cost more than greedy
     html = (out / "report.html").read_text()
     assert "<script" not in html and "muscle" in html
 
@@ -74,6 +81,7 @@ def test_continued_family_runs_every_alternative(tmp_path, monkeypatch):
     for task in ("demo_piqa", "demo_gsm8k"):
         roles = summary["tasks"][task]
         assert {"new", "muscle", "port", "interpolate", "merge", "pct"} <= set(roles), task
+        assert ("rerank" in roles) == (task == "demo_gsm8k"), task
         for role in ("port", "interpolate", "merge", "pct"):
             assert roles[role]["nfr"]["mean"] is not None, (task, role)
     assert "interpolate" in (out / "report.md").read_text()

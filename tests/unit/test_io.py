@@ -77,6 +77,20 @@ def test_resumable_drops_truncated_last_line(tmp_path):
     assert [r["id"] for r in load_resumable(p)] == [1, 2, 3]
 
 
+def test_write_many_is_one_fsync_per_chunk(tmp_path, monkeypatch):
+    import os
+
+    synced = []
+    monkeypatch.setattr(os, "fsync", lambda fd: synced.append(fd))
+    p = tmp_path / "pred.jsonl"
+    with JsonlAppender(p) as w:
+        w.write_many([{"id": i} for i in range(5)])
+        w.write_many([])  # nothing to write: no fsync
+        w.write({"id": 5})
+    assert len(synced) == 2
+    assert [r["id"] for r in load_resumable(p)] == [0, 1, 2, 3, 4, 5]
+
+
 def test_prepare_out_dir_rules(tmp_path):
     out = prepare_out_dir(tmp_path / "run")
     (out / "f").write_text("x")

@@ -209,3 +209,35 @@ def test_teacher_new_is_the_new_task_model_and_the_switch_restores(tiny_family, 
     with torch.no_grad():
         assert torch.equal(model(input_ids=batch["input_ids"]).logits, student_before)
     assert all(p.requires_grad == (".student." in n) for n, p in model.named_parameters())
+
+
+@pytest.mark.parametrize("mask", ["student_wrong", "sequence_likelihood"])
+def test_labelled_columns_only_changes_nothing_but_cost(tiny_family, data, mask, monkeypatch):
+    """The step projects only positions with a label through the head (prompt masked here):
+    loss and gradients equal those from full (B, T, V) logits."""
+    import compatlm.train.teachers as teachers
+
+    old, new = (ModelSpec.parse(s) for s in _specs(tiny_family))
+    runtime = RuntimeConfig(**CPU)
+    cfg = _compat_cfg(tiny_family, data, mask=mask, kd_weight=0.7, focal={"alpha": 1, "beta": 2})
+    model, tok = load_student(new, runtime)
+    old_teacher = LiveOldTeacher(load_model(old).model)
+    feats, _, _ = compat_features(cfg, tok)
+    batch = Collator(tok.pad_token_id, [f.example_id for f in feats])(feats[:5])
+    keep = teachers.labelled_columns(batch["labels"])
+    assert keep is not None and 0 < len(keep) < batch["labels"].shape[1]  # the prompt is cut
+
+    def run() -> tuple[float, dict[str, torch.Tensor]]:
+        model.zero_grad(set_to_none=True)
+        out = compat_step(cfg, AdapterTeacher(model), old_teacher)(model, batch)
+        out.loss.backward()
+        grads = {n: p.grad.clone() for n, p in model.named_parameters() if p.grad is not None}
+        return float(out.loss.detach()), grads
+
+    loss_cols, grads_cols = run()
+    monkeypatch.setattr(teachers, "labelled_columns", lambda labels: None)
+    loss_full, grads_full = run()
+    assert loss_cols == pytest.approx(loss_full, rel=1e-5)
+    assert grads_cols.keys() == grads_full.keys() and grads_cols
+    for name in grads_full:
+        torch.testing.assert_close(grads_cols[name], grads_full[name], rtol=1e-4, atol=1e-7)

@@ -2,8 +2,9 @@
 
 Per seed and task: train a task adapter on the old base and on the new base (the "vanilla
 update"), train the MUSCLE compatibility adapter (Echterhoff et al., arXiv 2407.09435) on the new
-base, build the training-free alternatives (port, interpolate), then evaluate every role on the
-task's test split in one run directory per seed. :mod:`compatlm.demo.summary` aggregates the
+base, build the alternatives — PCT focal distillation (trained), and where the two bases have
+the same shape (``family: continued``) port, interpolate and merge (training-free) — then
+evaluate every role on the task's test split in one run directory per seed. :mod:`compatlm.demo.summary` aggregates the
 seeds into the paper's Tables 4–6 shape.
 
 Layout of ``--out``::
@@ -34,7 +35,7 @@ from compatlm.io import atomic_write_json, prepare_out_dir
 
 log = logging.getLogger(__name__)
 
-ALTERNATIVES = ("port", "interpolate", "merge", "pct")
+ALTERNATIVES = ("port", "interpolate", "merge", "pct", "rerank")
 # Alternatives that combine the old adapter's weights with the new base: identical shapes only.
 WEIGHT_SPACE = ("port", "interpolate", "merge")
 
@@ -200,6 +201,48 @@ def build_alternative(name: str, old: str, new: str, out: Path, runtime: Runtime
     return get_method(method).build(mcfg, prepare_out_dir(out, overwrite=True), runtime=runtime)
 
 
+def add_rerank(task_cfgs: list[TaskConfig], seed_dir: Path, runtime: RuntimeConfig) -> bool:
+    """BCR (Cai et al. 2022) on the generation tasks: the new task model samples, the old one
+    picks. Its predictions join the eval run as role ``rerank``; returns whether any were added
+    (the run's comparisons must then be redone). Samples are appended as drawn, so an
+    interrupted step resumes without redrawing them."""
+    from compatlm.io import atomic_write_jsonl
+    from compatlm.methods.config import RerankConfig
+    from compatlm.methods.rerank import rerank_predictions
+    from compatlm.tasks import resolve_task
+
+    added = False
+    for t in task_cfgs:
+        target = seed_dir / "eval" / "predictions" / t.name / "rerank.jsonl"
+        if t.kind != "generation" or target.is_file():
+            continue
+        step = seed_dir / "adapters" / t.name / "rerank"
+        # k = 4 samples at T = 0.7 plus the greedy output: 5 candidates for the old model.
+        rcfg = RerankConfig(
+            old=t.models["old"],
+            new=t.models["new"],
+            task=t.model_copy(update={"models": {}}),
+            k=4,
+            temperature=0.7,
+            include_greedy=True,
+            runtime=runtime,
+        )
+
+        def run(rcfg: RerankConfig = rcfg, step: Path = step, target: Path = target) -> str:
+            task = resolve_task(rcfg.task, "task")
+            result = rerank_predictions(
+                rcfg.new, rcfg.old, task, rcfg, runtime, samples_path=step / "samples.jsonl"
+            )
+            atomic_write_json(step / "cost.json", result.cost)
+            return str(atomic_write_jsonl(target, result.predictions))
+
+        # The predictions are missing, so a done marker is stale (the eval dir was removed).
+        (step / "done.json").unlink(missing_ok=True)
+        _step(step, f"{seed_dir.name} · {t.name}: rerank (BCR)", run)
+        added = True
+    return added
+
+
 def shape_mismatch(old_base: str, new_base: str) -> str | None:
     """Why weight-space alternatives cannot apply (bases of different shapes), or None."""
     from compatlm.models import meta_base
@@ -217,7 +260,8 @@ def shape_mismatch(old_base: str, new_base: str) -> str | None:
     )
     return (
         f"the old and new bases differ in shape ({diff}: {shapes[0].get(diff)} vs"
-        f" {shapes[1].get(diff)}); port and interpolate need identical shapes, so they are skipped"
+        f" {shapes[1].get(diff)}); port, interpolate and merge need identical shapes, so they"
+        " are skipped"
     )
 
 
@@ -251,6 +295,8 @@ def run_seed(
             ),
         )
         for alt in alternatives:
+            if alt == "rerank":  # not a model: predictions, added after the eval below
+                continue
             if alt == "pct":
                 models[alt] = f"{new_base}+" + _step(
                     d / alt,
@@ -270,13 +316,14 @@ def run_seed(
         task_cfgs.append(
             _task_cfg(family, task, "test", cfg.limit_test).model_copy(update={"models": models})
         )
-    ecfg = EvalConfig(
-        old=old_base,
-        new=new_base,
-        tasks=task_cfgs,
-        runtime=cfg.runtime.model_copy(update={"seed": seed}),
-    )
-    return run_eval(ecfg, out / "eval", resume=True)
+    runtime = cfg.runtime.model_copy(update={"seed": seed})
+    ecfg = EvalConfig(old=old_base, new=new_base, tasks=task_cfgs, runtime=runtime)
+    run = run_eval(ecfg, out / "eval", resume=True)
+    if "rerank" in alternatives and add_rerank(task_cfgs, out, runtime):
+        from compatlm.eval.compare_io import compare_run
+
+        compare_run(run, ecfg.compare)  # every role, now with rerank; reports redone
+    return run
 
 
 def _link_family(link: Path, root: Path) -> None:

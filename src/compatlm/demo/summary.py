@@ -91,7 +91,7 @@ def aggregate(per_seed: dict[int, dict[tuple[str, str], dict[str, Any]]], tasks:
             seeds = [rows[(task, role)] for rows in per_seed.values() if (task, role) in rows]
             if not seeds:
                 continue
-            keys = [s for s, _ in FIELDS + SIM_FIELDS] + ["p_vs_new"]
+            keys = [s for s, _ in FIELDS + SIM_FIELDS] + ["p_vs_new", "seconds"]
             entry = {k: mean_ci([s.get(k) for s in seeds]) for k in keys}
             entry["primary_nfr"] = mean_ci([primary(s, "nfr") for s in seeds])
             entry["primary_pfr"] = mean_ci([primary(s, "pfr") for s in seeds])
@@ -140,7 +140,7 @@ def _fmt(x: dict[str, Any] | float | None, scale: float = 100.0, digits: int = 1
     return "n/a" if x is None else f"{scale * x:.{digits}f}"
 
 
-HEADER = ["Task", "Model", "Acc old", "Acc", "NFR", "ΔNFR", "Δ%NFR", "PFR", "p vs new"]
+HEADER = ["Task", "Model", "Acc old", "Acc", "NFR", "ΔNFR", "Δ%NFR", "PFR", "p vs new", "Cost s"]
 
 
 def table_rows(summary: dict[str, Any]) -> list[list[str]]:
@@ -161,6 +161,7 @@ def table_rows(summary: dict[str, Any]) -> list[list[str]]:
                     "—" if vanilla else _fmt(e["delta_nfr_percent"], 1.0),
                     _fmt(e["primary_pfr"]),
                     "—" if vanilla or p is None else f"{p:.3g}",
+                    _fmt(e["seconds"]["mean"], 1.0, 0),
                 ]
             )
     return rows
@@ -190,7 +191,8 @@ def render_markdown(summary: dict[str, Any], seed_reports: dict[int, str]) -> st
         " t-interval half-width over seeds; every model is compared with **old** on the task's"
         " test split. NFR = negative flip rate (old right, model wrong); for the generative tasks"
         " the similarity flip rates (score fell/rose) are shown. ΔNFR and Δ%NFR are relative to the"
-        " vanilla update (**new**); p is McNemar's exact test of the model vs new.",
+        " vanilla update (**new**); p is McNemar's exact test of the model vs new. Cost = seconds"
+        " to train or build the model's adapter (for new: its task adapter), from `done.json`.",
         "",
     ]
     for role, head in summary["overall"].items():
@@ -257,6 +259,14 @@ def render_html(summary: dict[str, Any], seed_reports: dict[int, str]) -> str:
     )
 
 
+def step_seconds(step_dir: Path) -> float | None:
+    """Seconds a demo step took (its ``done.json``), or None when it is not recorded."""
+    marker = step_dir / "done.json"
+    if not marker.is_file():
+        return None
+    return json.loads(marker.read_text(encoding="utf-8")).get("seconds")
+
+
 def write_summary(
     out: Path, runs: dict[int, Path], tasks: list[str], notes: list[str] | None = None
 ) -> Path:
@@ -265,6 +275,9 @@ def write_summary(
         seed: seed_rows(json.loads((run / "metrics.json").read_text(encoding="utf-8")))
         for seed, run in runs.items()
     }
+    for seed, run in runs.items():  # run = seed<S>/eval; the steps live in seed<S>/adapters
+        for (task, role), row in per_seed[seed].items():
+            row["seconds"] = step_seconds(run.parent / "adapters" / task / role)
     summary = aggregate(per_seed, tasks)
     summary["seeds"] = sorted(runs)
     summary["notes"] = list(notes or [])

@@ -192,8 +192,8 @@ def _run_task(
             results = score_multiple_choice(
                 model, tok, chunk, metric=task.metric, batch_size=batch_size, max_length=max_len
             )
-            for res in results:
-                row = mc_prediction(
+            rows = [
+                mc_prediction(
                     res,
                     task=task.name,
                     role=role,
@@ -201,7 +201,9 @@ def _run_task(
                     metric=task.metric,
                     example_hash=hashes[res.example.id],
                 )
-                writer.write(Prediction.model_validate(row).model_dump(mode="json"))
+                for res in results
+            ]
+            writer.write_many([Prediction.model_validate(r).model_dump(mode="json") for r in rows])
             advance(len(chunk))
         return
     extractor = get_extractor(task.extract)
@@ -221,6 +223,7 @@ def _run_task(
             batch_size=batch_size,
             no_repeat_ngram_size=task.no_repeat_ngram_size,
         )
+        rows = []
         for ex, ids, out in zip(chunk, prompts, outputs, strict=True):
             row = gen_prediction(
                 ex,
@@ -234,7 +237,8 @@ def _run_task(
                 example_hash=hashes[ex.id],
                 prompt_hash=prompt_hash(ids),
             )
-            writer.write(Prediction.model_validate(row).model_dump(mode="json"))
+            rows.append(Prediction.model_validate(row).model_dump(mode="json"))
+        writer.write_many(rows)
         advance(len(chunk))
 
 

@@ -49,17 +49,45 @@ def lora_config(lora: LoraSettings) -> Any:
     )
 
 
-def forward_logits(model: Any, batch: dict[str, Tensor]) -> Tensor:
-    """(B, T, V) logits for a collated batch (no KV cache: training never decodes)."""
-    return model(
-        input_ids=batch["input_ids"], attention_mask=batch["attention_mask"], use_cache=False
-    ).logits
+def labelled_columns(labels: Tensor) -> Tensor | None:
+    """(K,) sequence positions where some row has a label, or None when every position has one.
+
+    Logits are needed only there. With the prompt masked from the loss (the default) that is
+    usually a minority of positions, so the LM head runs on (B, K) instead of (B, T) hidden
+    states and the (B, T, V) logits tensor shrinks with it — gigabytes at real vocabulary sizes
+    and context lengths.
+    """
+    cols = (labels != IGNORE).any(dim=0)  # (T,)
+    if bool(cols.all()):
+        return None
+    return cols.nonzero().squeeze(-1)  # (K,)
+
+
+def forward_logits(model: Any, batch: dict[str, Tensor], keep: Tensor | None = None) -> Tensor:
+    """(B, T, V) logits for a collated batch, or (B, K, V) at the positions ``keep`` (K,).
+
+    No KV cache: training never decodes.
+    """
+    inputs = {
+        "input_ids": batch["input_ids"],
+        "attention_mask": batch["attention_mask"],
+        "use_cache": False,
+    }
+    if keep is None:
+        return model(**inputs).logits
+    try:
+        # transformers' causal LMs project only these positions through the head.
+        return model(**inputs, logits_to_keep=keep).logits
+    except TypeError:  # a model class without logits_to_keep: project all, then select
+        return model(**inputs).logits[:, keep]
 
 
 def ce_step(model: Any, batch: dict[str, Tensor]) -> LossOutput:
     """Plain fine-tuning: token-mean cross entropy on the labelled tokens."""
     labels = batch["labels"]  # (B, T)
-    ce = lm_loss(forward_logits(model, batch), labels)
+    keep = labelled_columns(labels)
+    logits = forward_logits(model, batch, keep)  # (B, K, V)
+    ce = lm_loss(logits, labels if keep is None else labels[:, keep])
     zero = torch.zeros((), device=ce.device)
     n = int((labels != IGNORE).sum())
     return LossOutput(loss=ce, kd=zero, ce=ce.detach(), n_tokens=n, n_old_tokens=0)

@@ -24,10 +24,10 @@ from torch import Tensor
 
 from compatlm.train.cache import TeacherCache
 from compatlm.train.config import TrainCompatConfig
-from compatlm.train.data import IGNORE
-from compatlm.train.losses import LossOutput, Teacher, compat_loss, focal_weights, lm_loss
+from compatlm.train.losses import LossOutput, Teacher, compat_loss, focal_weights
 from compatlm.train.masks import OldStats
-from compatlm.train.task import forward_logits
+from compatlm.train.task import ce_step, forward_logits, labelled_columns
+from compatlm.train.topk import TopK
 
 STUDENT = "student"
 TEACHER_NEW = "teacher_new"
@@ -75,11 +75,13 @@ class AdapterTeacher:
         for layer in self.layers:
             layer.set_adapter(name, inference_mode=frozen)
 
-    def __call__(self, batch: dict[str, Tensor]) -> tuple[Teacher, None]:
-        return self.logits(batch), None
+    def __call__(
+        self, batch: dict[str, Tensor], keep: Tensor | None = None
+    ) -> tuple[Teacher, None]:
+        return self.logits(batch, keep), None
 
-    def logits(self, batch: dict[str, Tensor]) -> Tensor:
-        """(B, T, V) teacher_new logits, no graph."""
+    def logits(self, batch: dict[str, Tensor], keep: Tensor | None = None) -> Tensor:
+        """(B, T, V) teacher_new logits, or (B, K, V) at the positions ``keep``; no graph."""
         m = self.model
         was_training = m.training
         modes = [d.training for d in self.dropouts]
@@ -91,7 +93,7 @@ class AdapterTeacher:
                 d.training = False
         try:
             with torch.no_grad():
-                return forward_logits(m, batch)
+                return forward_logits(m, batch, keep)
         finally:
             self._switch(self.student, frozen=False)
             if self.full_eval:
@@ -107,10 +109,12 @@ class LiveOldTeacher:
     def __init__(self, model: Any) -> None:
         self.model = model.eval()
 
-    def __call__(self, batch: dict[str, Tensor]) -> tuple[Teacher, OldStats]:
+    def __call__(
+        self, batch: dict[str, Tensor], keep: Tensor | None = None
+    ) -> tuple[Teacher, OldStats]:
         with torch.no_grad():
-            logits = forward_logits(self.model, batch)  # (B, T, V)
-            return logits, OldStats.from_logits(logits, batch["labels"])
+            logits = forward_logits(self.model, batch, keep)  # (B, K, V)
+            return logits, OldStats.from_logits(logits, take_columns(batch["labels"], keep))
 
 
 class CachedTeacher:
@@ -120,9 +124,20 @@ class CachedTeacher:
     def __init__(self, cache: TeacherCache, example_ids: Sequence[str]) -> None:
         self.cache, self.example_ids = cache, list(example_ids)
 
-    def __call__(self, batch: dict[str, Tensor]) -> tuple[Teacher, OldStats]:
+    def __call__(
+        self, batch: dict[str, Tensor], keep: Tensor | None = None
+    ) -> tuple[Teacher, OldStats]:
         ids = [self.example_ids[i] for i in batch["index"].tolist()]
-        return self.cache.lookup(ids, batch["labels"])
+        top, stats = self.cache.lookup(ids, batch["labels"])  # (B, T, k), (B, T)
+        if keep is None:
+            return top, stats
+        top = TopK(top.ids[:, keep], top.logprobs[:, keep], top.rest_logmass[:, keep])
+        return top, OldStats(stats.argmax[:, keep], stats.label_logprob[:, keep])
+
+
+def take_columns(x: Tensor, keep: Tensor | None) -> Tensor:
+    """``x[:, keep]`` for a (B, T, ...) tensor; ``x`` itself when ``keep`` is None."""
+    return x if keep is None else x[:, keep]
 
 
 def old_correct(argmax: Tensor, labels: Tensor, answer_mask: Tensor) -> Tensor:
@@ -153,22 +168,22 @@ def compat_step(
     use_teachers = cfg.kd_weight > 0
 
     def step(model: Any, batch: dict[str, Tensor]) -> LossOutput:
-        labels = batch["labels"]  # (B, T)
         if not use_teachers:
-            ce = lm_loss(forward_logits(model, batch), labels)
-            zero = torch.zeros((), device=ce.device)
-            n = int((labels != IGNORE).sum())
-            return LossOutput(loss=ce, kd=zero, ce=ce.detach(), n_tokens=n, n_old_tokens=0)
+            return ce_step(model, batch)
         assert teacher_new is not None and teacher_old is not None
+        # Everything below lives at the K labelled positions only (see labelled_columns).
+        keep = labelled_columns(batch["labels"])
+        labels = take_columns(batch["labels"], keep)  # (B, K)
         # Teachers first: their adapter switch must not happen while the student's graph is live.
-        new = _cut(teacher_new(batch)[0], vocab)  # (B, T, V) logits or TopK
-        old, old_stats = teacher_old(batch)
+        new = _cut(teacher_new(batch, keep)[0], vocab)  # (B, K, V) logits or TopK
+        old, old_stats = teacher_old(batch, keep)
         old = _cut(old, vocab)
         weights = None
         if cfg.focal is not None:
-            correct = old_correct(old_stats.argmax, labels, batch["answer_mask"])  # (B,)
+            answer = take_columns(batch["answer_mask"], keep)  # (B, K)
+            correct = old_correct(old_stats.argmax, labels, answer)  # (B,)
             weights = focal_weights(correct, cfg.focal.alpha, cfg.focal.beta)
-        student_logits = _cut(forward_logits(model, batch), vocab)  # (B, T, V)
+        student_logits = _cut(forward_logits(model, batch, keep), vocab)  # (B, K, V)
         return compat_loss(
             student_logits,
             labels,
