@@ -17,6 +17,7 @@ from __future__ import annotations
 import argparse
 import json
 import os
+import resource
 import subprocess
 import sys
 import tempfile
@@ -50,11 +51,14 @@ def main() -> None:
     t0 = time.perf_counter()
     subprocess.run(cmd, env=env, check=True, stdout=subprocess.DEVNULL)
     seconds = time.perf_counter() - t0
+    # Largest resident set of any finished child (the demo, or a pre-training worker it ran).
+    peak_rss_mb = resource.getrusage(resource.RUSAGE_CHILDREN).ru_maxrss / 1024
     summary = json.loads((out / "summary.json").read_text(encoding="utf-8"))
     doc = {
         "command": " ".join(["compatlm", *cmd[3:]]),
         "cold_cache": args.cold,
         "wall_seconds": round(seconds, 1),
+        "peak_rss_mb_largest_process": round(peak_rss_mb, 1),
         "seeds": summary["seeds"],
         "overall": summary["overall"],
         "tasks": summary["tasks"],

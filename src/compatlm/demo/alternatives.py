@@ -1,0 +1,149 @@
+"""The demo's alternatives to MUSCLE: what each candidate is and how it is built or trained.
+
+- ``pct``: PCT focal distillation (Yan et al., CVPR 2021), trained like a compatibility adapter;
+- ``rerank``: BCR (Cai et al., 2022) on the generation tasks — the new task model samples, the
+  old one picks; predictions rather than a model, added to a seed's eval run as role ``rerank``;
+- ``port`` (PortLLM), ``interpolate`` (BCWI) and ``merge`` (task arithmetic, Merge-to-Learn):
+  training-free, they put the old adapter's weight deltas on the new base, so they need bases
+  of identical shapes (:func:`shape_mismatch` says why they are skipped otherwise).
+"""
+
+from __future__ import annotations
+
+from collections.abc import Callable
+from pathlib import Path
+from typing import TYPE_CHECKING, Any
+
+from compatlm.config import RuntimeConfig, StrictModel, TaskConfig
+from compatlm.errors import CompatlmError
+from compatlm.io import atomic_write_json, prepare_out_dir
+
+if TYPE_CHECKING:
+    from compatlm.demo.pipeline import DemoConfig
+
+ALTERNATIVES = ("port", "interpolate", "merge", "pct", "rerank")
+# Alternatives that combine the old adapter's weights with the new base: identical shapes only.
+WEIGHT_SPACE = ("port", "interpolate", "merge")
+# The pipeline's resumable step runner: (step dir, description, work) -> the work's result.
+StepFn = Callable[[Path, str, Callable[[], Any]], Any]
+
+
+def train_pct(cfg: DemoConfig, task: TaskConfig, old: str, new: str, seed: int, out: Path) -> str:
+    """PCT (Yan et al., CVPR 2021) in its LLM form: cross entropy plus focal distillation from
+    the old model (weight α + β·1[old correct]), starting from the new task adapter; returns
+    the adapter directory."""
+    from compatlm.train.compat import train_compat
+    from compatlm.train.config import FocalSettings, OptimSettings, TrainCompatConfig
+
+    t = cfg.training
+    ccfg = TrainCompatConfig(
+        old=old,
+        new=new,
+        task=task,
+        mask="old_only",
+        temperature=cfg.temperature,
+        kd_weight=0.5,
+        focal=FocalSettings(alpha=1.0, beta=5.0),
+        teacher_old=cfg.teacher_old,  # type: ignore[arg-type]
+        optim=OptimSettings(
+            lr=t.compat_lr, epochs=t.compat_epochs, batch_size=t.batch_size, seed=seed
+        ),
+        runtime=cfg.runtime.model_copy(update={"seed": seed}),
+    )
+    return str(train_compat(ccfg, out, resume=True))
+
+
+def build_alternative(name: str, old: str, new: str, out: Path, runtime: RuntimeConfig) -> str:
+    """A training-free candidate (port, interpolate, merge) as a ModelSpec."""
+    from compatlm.methods.config import (
+        InterpolateConfig,
+        PortConfig,
+        TaskArithmeticConfig,
+        TaskVector,
+    )
+    from compatlm.methods.registry import get_method
+    from compatlm.spec import ModelSpec
+
+    if name == "port":
+        mcfg: StrictModel = PortConfig(old=old, new=new, runtime=runtime)
+        method = "port"
+    elif name == "interpolate":
+        mcfg, method = InterpolateConfig(old=old, new=new, alpha=0.5, runtime=runtime), name
+    elif name == "merge":
+        # Merge-to-Learn style: new base + τ_new + ½·τ_old (the old skill added, not averaged).
+        o, n = ModelSpec.parse(old), ModelSpec.parse(new)
+        vectors = [
+            TaskVector(adapter=n.adapter, weight=1.0),
+            TaskVector(adapter=o.adapter, weight=0.5),
+        ]
+        mcfg = TaskArithmeticConfig(base=n.base, vectors=vectors, runtime=runtime)
+        method = "task_arithmetic"
+    else:
+        raise CompatlmError(f"demo: unknown alternative {name!r}; valid: {', '.join(WEIGHT_SPACE)}")
+    return get_method(method).build(mcfg, prepare_out_dir(out, overwrite=True), runtime=runtime)
+
+
+def add_rerank(
+    task_cfgs: list[TaskConfig], seed_dir: Path, runtime: RuntimeConfig, step_fn: StepFn
+) -> bool:
+    """BCR (Cai et al. 2022) on the generation tasks: the new task model samples, the old one
+    picks. Its predictions join the eval run as role ``rerank``; returns whether any were added
+    (the run's comparisons must then be redone). Samples are appended as drawn, so an
+    interrupted step resumes without redrawing them."""
+    from compatlm.io import atomic_write_jsonl
+    from compatlm.methods.config import RerankConfig
+    from compatlm.methods.rerank import rerank_predictions
+    from compatlm.tasks import resolve_task
+
+    added = False
+    for t in task_cfgs:
+        target = seed_dir / "eval" / "predictions" / t.name / "rerank.jsonl"
+        if t.kind != "generation" or target.is_file():
+            continue
+        step = seed_dir / "adapters" / t.name / "rerank"
+        # k = 4 samples at T = 0.7 plus the greedy output: 5 candidates for the old model.
+        rcfg = RerankConfig(
+            old=t.models["old"],
+            new=t.models["new"],
+            task=t.model_copy(update={"models": {}}),
+            k=4,
+            temperature=0.7,
+            include_greedy=True,
+            runtime=runtime,
+        )
+
+        def run(rcfg: RerankConfig = rcfg, step: Path = step, target: Path = target) -> str:
+            task = resolve_task(rcfg.task, "task")
+            result = rerank_predictions(
+                rcfg.new, rcfg.old, task, rcfg, runtime, samples_path=step / "samples.jsonl"
+            )
+            atomic_write_json(step / "cost.json", result.cost)
+            return str(atomic_write_jsonl(target, result.predictions))
+
+        # The predictions are missing, so a done marker is stale (the eval dir was removed).
+        (step / "done.json").unlink(missing_ok=True)
+        step_fn(step, f"{seed_dir.name} · {t.name}: rerank (BCR)", run)
+        added = True
+    return added
+
+
+def shape_mismatch(old_base: str, new_base: str) -> str | None:
+    """Why weight-space alternatives cannot apply (bases of different shapes), or None."""
+    from compatlm.models import meta_base
+
+    shapes = [
+        {n: tuple(p.shape) for n, p in meta_base(b).named_parameters()}
+        for b in (old_base, new_base)
+    ]
+    if shapes[0] == shapes[1]:
+        return None
+    diff = next(
+        n
+        for n in sorted(shapes[0].keys() | shapes[1].keys())
+        if shapes[0].get(n) != shapes[1].get(n)
+    )
+    return (
+        f"the old and new bases differ in shape ({diff}: {shapes[0].get(diff)} vs"
+        f" {shapes[1].get(diff)}); port, interpolate and merge need identical shapes, so they"
+        " are skipped"
+    )
