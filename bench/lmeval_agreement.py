@@ -29,6 +29,10 @@ import tempfile
 import time
 from pathlib import Path
 
+sys.path.insert(0, str(Path(__file__).resolve().parent))
+
+from common import argmax, make_bpe_tokenizer, mc_task_yaml
+
 RESULTS = Path(__file__).resolve().parent / "results" / "lmeval_agreement.json"
 TASK = "compatlm_agreement"
 
@@ -38,25 +42,6 @@ WORDS = (
     "cheese fish rice cake pears plums carrots eggs honey open jar twist lid cut paper scissors "
     "sky blue question answer one two three four five six seven eight nine ten"
 )
-
-
-def make_tokenizer(corpus: list[str]):
-    from tokenizers import Tokenizer, decoders, models, pre_tokenizers, trainers
-    from transformers import PreTrainedTokenizerFast
-
-    tok = Tokenizer(models.BPE())
-    tok.pre_tokenizer = pre_tokenizers.ByteLevel(add_prefix_space=False)
-    tok.decoder = decoders.ByteLevel()
-    trainer = trainers.BpeTrainer(
-        vocab_size=512,
-        special_tokens=["<pad>", "<s>", "</s>"],
-        initial_alphabet=pre_tokenizers.ByteLevel.alphabet(),
-        show_progress=False,
-    )
-    tok.train_from_iterator(corpus, trainer=trainer)
-    return PreTrainedTokenizerFast(
-        tokenizer_object=tok, bos_token="<s>", eos_token="</s>", pad_token="<pad>"
-    )
 
 
 def make_task(n: int, seed: int) -> list[dict]:
@@ -86,7 +71,7 @@ def build(workdir: Path, n: int, seed: int) -> tuple[Path, Path]:
     task_file = workdir / "task.jsonl"
     task_file.write_text("".join(json.dumps(r) + "\n" for r in rows), encoding="utf-8")
     corpus = [r["context"] + " " + " ".join(r["choices"]) for r in rows]
-    tok = make_tokenizer(corpus)
+    tok = make_bpe_tokenizer(corpus, vocab_size=512)
     cfg = LlamaConfig(
         vocab_size=len(tok),
         hidden_size=64,
@@ -109,32 +94,10 @@ def build(workdir: Path, n: int, seed: int) -> tuple[Path, Path]:
     return model_dir, task_file
 
 
-def task_yaml(task_file: Path) -> str:
-    return f"""\
-task: {TASK}
-dataset_path: json
-dataset_kwargs:
-  data_files:
-    test: {task_file}
-output_type: multiple_choice
-test_split: test
-doc_to_text: context
-doc_to_choice: choices
-doc_to_target: label
-metric_list:
-  - metric: acc
-    aggregation: mean
-    higher_is_better: true
-  - metric: acc_norm
-    aggregation: mean
-    higher_is_better: true
-"""
-
-
 def run_lmeval(python: str, model_dir: Path, task_file: Path, workdir: Path, batch: int):
     tasks_dir = workdir / "lmeval_tasks"
     tasks_dir.mkdir()
-    (tasks_dir / f"{TASK}.yaml").write_text(task_yaml(task_file), encoding="utf-8")
+    (tasks_dir / f"{TASK}.yaml").write_text(mc_task_yaml(TASK, task_file), encoding="utf-8")
     out = workdir / "lmeval_out"
     cmd = [
         python, "-m", "lm_eval",
@@ -191,10 +154,6 @@ def run_compatlm(model_dir: Path, task_file: Path, batch: int):
             "label": r.example.label,
         }
     return out, end - start, end - t_score
-
-
-def argmax(values: list[float]) -> int:
-    return max(range(len(values)), key=lambda i: (values[i], -i))
 
 
 def compare(lm_rows: list[dict], ours: dict) -> dict:
