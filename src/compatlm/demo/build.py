@@ -32,13 +32,15 @@ def build_family(recipe: FamilyRecipe, out: Path, *, progress: bool, workers: in
     """Fill ``out`` with tokenizer/, old/, new/, tasks/, recipe.json and family.json."""
     from compatlm.demo.pretrain import train_tokenizer
 
+    if recipe.new.init_from is not None:
+        workers = 1  # a continued new base starts from the finished old one: nothing in parallel
     t0 = time.perf_counter()
     docs = corpora(recipe)
     tokenizer = train_tokenizer(docs["old"] + docs["new"], recipe.vocab_size)
     tokenizer.save_pretrained(out / "tokenizer")
     t_tok = time.perf_counter() - t0
     with _Progress(progress) as bar:
-        if workers >= 2 and recipe.new.init_from is None:
+        if workers >= 2:
             stats, task_counts = _parallel(recipe, out, docs, bar)
         else:
             stats = {}

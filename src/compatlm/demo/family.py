@@ -264,9 +264,6 @@ def build_or_load_family(
 def _auto_workers(recipe: FamilyRecipe) -> int:
     # Two 1-thread processes beat one 2-thread process on these tiny matrices, but spawning a
     # process costs a few seconds of imports: only worth it for the full-size recipe.
-    # A continued new base starts from the finished old one: nothing to run side by side.
-    if recipe.new.init_from is not None:
-        return 1
     big = recipe.new.corpus.n_docs >= 10_000
     return 2 if big and (os.cpu_count() or 1) >= 2 else 1
 

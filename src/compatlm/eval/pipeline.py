@@ -192,8 +192,9 @@ def _run_task(
             results = score_multiple_choice(
                 model, tok, chunk, metric=task.metric, batch_size=batch_size, max_length=max_len
             )
-            rows = [
-                mc_prediction(
+            rows = []
+            for res in results:
+                row = mc_prediction(
                     res,
                     task=task.name,
                     role=role,
@@ -201,9 +202,8 @@ def _run_task(
                     metric=task.metric,
                     example_hash=hashes[res.example.id],
                 )
-                for res in results
-            ]
-            writer.write_many([Prediction.model_validate(r).model_dump(mode="json") for r in rows])
+                rows.append(Prediction.model_validate(row).model_dump(mode="json"))
+            writer.write_many(rows)
             advance(len(chunk))
         return
     extractor = get_extractor(task.extract)

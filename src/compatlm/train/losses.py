@@ -88,13 +88,8 @@ def _teacher_kl(student_logits: Tensor, teacher: Teacher, temperature: float) ->
 
 def _take(x: Teacher, rows: Tensor, cols: Tensor) -> Teacher:
     """Positions (rows[i], cols[i]) of a (B, T, ...) teacher, as a (1, N, ...) teacher."""
-    if isinstance(x, TopK):
-        return TopK(
-            ids=x.ids[rows, cols].unsqueeze(0),  # (1, N, k)
-            logprobs=x.logprobs[rows, cols].unsqueeze(0),  # (1, N, k)
-            rest_logmass=x.rest_logmass[rows, cols].unsqueeze(0),  # (1, N)
-        )
-    return x[rows, cols].unsqueeze(0)  # (1, N, V)
+    idx = (None, rows, cols)
+    return x.index(idx) if isinstance(x, TopK) else x[idx]
 
 
 def _check_teachers(old: Teacher, new: Teacher) -> None:

@@ -27,7 +27,6 @@ from compatlm.train.config import TrainCompatConfig
 from compatlm.train.losses import LossOutput, Teacher, compat_loss, focal_weights
 from compatlm.train.masks import OldStats
 from compatlm.train.task import ce_step, forward_logits, labelled_columns
-from compatlm.train.topk import TopK
 
 STUDENT = "student"
 TEACHER_NEW = "teacher_new"
@@ -131,8 +130,8 @@ class CachedTeacher:
         top, stats = self.cache.lookup(ids, batch["labels"])  # (B, T, k), (B, T)
         if keep is None:
             return top, stats
-        top = TopK(top.ids[:, keep], top.logprobs[:, keep], top.rest_logmass[:, keep])
-        return top, OldStats(stats.argmax[:, keep], stats.label_logprob[:, keep])
+        columns = (slice(None), keep)
+        return top.index(columns), OldStats(stats.argmax[columns], stats.label_logprob[columns])
 
 
 def take_columns(x: Tensor, keep: Tensor | None) -> Tensor:

@@ -49,6 +49,11 @@ class TopK:
     def detach(self) -> TopK:
         return TopK(self.ids, self.logprobs.detach(), self.rest_logmass.detach())
 
+    def index(self, idx: tuple) -> TopK:
+        """The same positions of all three fields: ``idx`` indexes the leading (B, T) dims,
+        e.g. ``(slice(None), keep)`` for columns or ``(None, rows, cols)`` for a (1, N) pick."""
+        return TopK(self.ids[idx], self.logprobs[idx], self.rest_logmass[idx])
+
 
 def _check_temperature(temperature: float) -> None:
     if not temperature > 0:
