@@ -1,10 +1,12 @@
-"""Data-parallel training: two CPU processes (gloo) under `accelerate launch` give the adapter
-of one process with the same global batch."""
+"""Multi-process training: two CPU processes (gloo) under `accelerate launch` give the adapter
+of one process with the same global batch — data parallel (DDP), and sharded (FSDP2, through
+accelerate's own FSDP preparation; see tests/cpu_launch.py for how it runs on CPU)."""
 
 from __future__ import annotations
 
 import json
 import os
+import shutil
 import subprocess
 import sys
 from pathlib import Path
@@ -18,7 +20,19 @@ from compatlm.cli import main
 DIGITS = (1, 3, 4, 7)  # single tokens of the tiny tokenizer
 
 
-def _data(tmp_path: Path) -> Path:
+LAUNCHER = Path(__file__).resolve().parents[1] / "cpu_launch.py"
+FSDP = [
+    "--use_fsdp",
+    "--fsdp_version",
+    "2",
+    "--fsdp_auto_wrap_policy",
+    "TRANSFORMER_BASED_WRAP",
+    "--fsdp_reshard_after_forward",
+    "true",
+]
+
+
+def _data(tmp_path: Path, n: int = 10) -> Path:
     """Rows of equal token counts (15 inputs, 2 labels): then the mean of per-process token
     means is the global token mean and one and two processes differ only by float summation
     order."""
@@ -29,20 +43,26 @@ def _data(tmp_path: Path) -> Path:
             "prompt": f"Alice has {DIGITS[k % 4]} apples. How many apples?",
             "reference": str(DIGITS[(k // 4 + k) % 4]),
         }
-        for k in range(10)
+        for k in range(n)
     ]
     data.write_text("".join(json.dumps(r) + "\n" for r in rows))
     return data
 
 
-def _launch_two(argv: list[str]) -> None:
+def _launch_two(
+    argv: list[str], *, fsdp: bool = False, check: bool = True, env: dict[str, str] | None = None
+) -> str:
+    """Run the CLI in two processes; returns stderr. ``fsdp``: shard with FSDP2."""
     # `--cpu` makes accelerate start a single process unless MPI is set up; `--multi_gpu` starts
     # torchrun, and on CPU our Accelerator then joins a gloo process group.
     launcher = Path(sys.executable).with_name("accelerate")
+    mode = FSDP if fsdp else ["--multi_gpu"]
+    # The plain CLI where no test hook is needed: that is what users run.
+    program = [str(LAUNCHER)] if fsdp or env else ["-m", "compatlm"]
     cmd = [
         str(launcher),
         "launch",
-        "--multi_gpu",
+        *mode,
         "--num_processes",
         "2",
         "--num_machines",
@@ -53,17 +73,19 @@ def _launch_two(argv: list[str]) -> None:
         "no",
         "--main_process_port",
         "29517",
-        "-m",
-        "compatlm",
+        *program,
         *argv,
     ]
-    env = {**os.environ, "OMP_NUM_THREADS": "1", "CUDA_VISIBLE_DEVICES": ""}
+    env = {**os.environ, "OMP_NUM_THREADS": "1", "CUDA_VISIBLE_DEVICES": "", **(env or {})}
     res = subprocess.run(cmd, env=env, capture_output=True, text=True, timeout=600)
-    assert res.returncode == 0, res.stderr[-3000:]
+    if check:
+        assert res.returncode == 0, res.stderr[-3000:]
+    return res.stderr
 
 
-def _compare(one: Path, two: Path) -> None:
-    assert json.loads((two / "env.json").read_text())["num_processes"] == 2
+def _compare(one: Path, two: Path, kind: str = "MULTI_CPU", steps: tuple = (2, 4)) -> None:
+    env = json.loads((two / "env.json").read_text())
+    assert (env["num_processes"], env["distributed_type"]) == (2, kind)
     a = load_file(str(one / "adapter" / "adapter_model.safetensors"))
     b = load_file(str(two / "adapter" / "adapter_model.safetensors"))
     assert a.keys() == b.keys()
@@ -73,7 +95,7 @@ def _compare(one: Path, two: Path) -> None:
         [json.loads(x) for x in (run / "train_log.jsonl").read_text().splitlines()]
         for run in (one, two)
     ]
-    assert [r["step"] for r in logs[0]] == [r["step"] for r in logs[1]] == [2, 4]
+    assert [r["step"] for r in logs[0]] == [r["step"] for r in logs[1]] == list(steps)
     assert logs[1][-1]["val_ce"] == pytest.approx(logs[0][-1]["val_ce"], rel=1e-4)
     assert logs[1][-1]["train_loss"] == pytest.approx(logs[0][-1]["train_loss"], rel=1e-4)
 
@@ -110,3 +132,68 @@ def test_compat_with_cache_two_processes_match_one(tiny_family, tmp_path):
     )
     _launch_two(["train", "compat", str(tmp_path / "bs2.yaml"), "--out", str(tmp_path / "two")])
     _compare(tmp_path / "one", tmp_path / "two")
+
+
+def _compat_yaml(tiny_family, data: Path, bs: int, extra: str = "") -> str:
+    return (
+        f"old: {tiny_family['old']}+{tiny_family['old_adapter']}\n"
+        f"new: {tiny_family['new']}+{tiny_family['new_adapter']}\n"
+        f"task: {{name: apples, path: {data}}}\nkd_weight: 0.5\n{extra}" + OPTIM.format(bs=bs)
+    )
+
+
+def test_compat_fsdp2_two_processes_match_one(tiny_family, tmp_path):
+    """Sharded student with both teachers live: teacher_new switches adapters on the sharded
+    model, teacher_old is a whole model per process. 3 validation examples over 2 processes at
+    batch 1 make the processes' validation batch counts differ (2 vs 1): a sharded forward is
+    collective, so the shorter one must run a filler batch that is not counted."""
+    data = _data(tmp_path, n=11)
+    for bs in (2, 1):
+        (tmp_path / f"bs{bs}.yaml").write_text(
+            _compat_yaml(tiny_family, data, bs, "val_fraction: 0.27\n")
+        )
+    assert (
+        main(["train", "compat", str(tmp_path / "bs2.yaml"), "--out", str(tmp_path / "one")]) == 0
+    )
+    _launch_two(
+        ["train", "compat", str(tmp_path / "bs1.yaml"), "--out", str(tmp_path / "two")], fsdp=True
+    )
+    _compare(tmp_path / "one", tmp_path / "two", kind="FSDP", steps=(4, 8))
+    card = (tmp_path / "two" / "adapter" / "README.md").read_text()
+    assert "compatibility adapter" in card
+
+
+@pytest.mark.slow
+@pytest.mark.parametrize("fsdp", [False, True], ids=["ddp", "fsdp2"])
+def test_interrupted_two_process_run_resumes_exactly(tiny_family, tmp_path, fsdp):
+    """Interrupted mid-epoch, resumed with the same processes: bit-identical to the
+    uninterrupted run (dropout on: every process's random stream is restored too). The
+    checkpoint holds whole tensors keyed by name, so a sharded run's checkpoint also loads in a
+    single process."""
+    data = _data(tmp_path)
+    (tmp_path / "bs2.yaml").write_text(
+        f"base: {tiny_family['new']}\ntask: {{name: apples, path: {data}}}\n"
+        "lora: {r: 2, alpha: 4, dropout: 0.1}\n"
+        + OPTIM.format(bs=2).replace("seed: 3}", "seed: 3, checkpoint_every: 1}")
+    )
+    run = ["train", "task", str(tmp_path / "bs2.yaml"), "--out"]
+    _launch_two([*run, str(tmp_path / "full")], fsdp=fsdp)
+    argv = [*run, str(tmp_path / "two")]
+    _launch_two(argv, fsdp=fsdp, check=False, env={"COMPATLM_TEST_INTERRUPT_AT_STEP": "2"})
+    state = json.loads((tmp_path / "two" / "checkpoint" / "state.json").read_text())
+    assert (state["global_step"], state["batches_done"], state["world_size"]) == (1, 1, 2)
+    shutil.copytree(tmp_path / "two", tmp_path / "single")
+    _launch_two([*argv, "--resume"], fsdp=fsdp)
+    a, b = (
+        load_file(str(tmp_path / r / "adapter" / "adapter_model.safetensors"))
+        for r in ("full", "two")
+    )
+    assert a.keys() == b.keys()
+    assert all(torch.equal(a[k], b[k]) for k in a)
+    logs = [(tmp_path / r / "train_log.jsonl").read_text() for r in ("full", "two")]
+    assert logs[0] == logs[1]
+    if fsdp:  # another global batch on one process: only that it loads and finishes
+        single = ["train", "task", str(tmp_path / "bs2.yaml"), "--out", str(tmp_path / "single")]
+        assert main([*single, "--resume"]) == 0  # warns: written by 2 processes
+        log = (tmp_path / "single" / "train_log.jsonl").read_text().splitlines()
+        assert [json.loads(x)["step"] for x in log] == [4, 8]  # 1 of 4 batches was done

@@ -24,6 +24,13 @@ from torch import Tensor
 
 from compatlm.errors import CompatlmError
 from compatlm.io import atomic_write_json
+from compatlm.train.sharding import (
+    full_tensors,
+    load_full,
+    load_optimizer_state,
+    local,
+    optimizer_state,
+)
 
 log = logging.getLogger(__name__)
 
@@ -36,12 +43,13 @@ def trainable_named(model: Any) -> dict[str, Tensor]:
 
 def frozen_checksum(model: Any) -> Tensor:
     """(n_frozen, 2) float64: sum and L2 norm of every frozen tensor. Cheap, and exact to
-    compare: the same reduction over the same bits gives the same number."""
-    rows = [
-        torch.stack([p.detach().sum(dtype=torch.float64), p.detach().double().norm()]).cpu()
-        for p in model.parameters()
-        if not p.requires_grad
-    ]
+    compare: the same reduction over the same bits gives the same number. A sharded parameter
+    contributes this process's shard (compare checksums taken under the same sharding)."""
+    rows = []
+    for p in model.parameters():
+        if not p.requires_grad:
+            t = local(p.detach())
+            rows.append(torch.stack([t.sum(dtype=torch.float64), t.double().norm()]).cpu())
     return torch.stack(rows) if rows else torch.zeros((0, 2), dtype=torch.float64)
 
 
@@ -64,13 +72,20 @@ def surviving_dir(target: Path) -> Path:
     return old if not target.exists() and old.exists() else target
 
 
-def save_adapter_atomic(save_fn: Callable[[Any, Path], None], model: Any, target: Path) -> None:
-    """Run ``save_fn(model, tmp)`` and move the result to ``target`` in one rename."""
-    tmp = target.with_name(f".{target.name}.tmp")
-    if tmp.exists():
-        shutil.rmtree(tmp)
-    save_fn(model, tmp)
-    replace_dir(tmp, target)
+SaveFn = Callable[[Any, Path, dict[str, Tensor]], None]  # (model, directory, trainable tensors)
+
+
+def save_adapter_atomic(acc: Any, save_fn: SaveFn, model: Any, target: Path) -> None:
+    """Run ``save_fn(model, tmp, tensors)`` on the main process and move the result to
+    ``target`` in one rename (collective: sharded tensors are gathered on every process)."""
+    tensors = full_tensors(trainable_named(model))
+    if acc.is_main_process:
+        tmp = target.with_name(f".{target.name}.tmp")
+        if tmp.exists():
+            shutil.rmtree(tmp)
+        save_fn(model, tmp, tensors)
+        replace_dir(tmp, target)
+    acc.wait_for_everyone()
 
 
 def _rng_state() -> dict[str, Any]:
@@ -99,14 +114,17 @@ def save_checkpoint(
             shutil.rmtree(tmp)
         tmp.mkdir(parents=True)
     acc.wait_for_everyone()
-    # Every process has its own RNG stream (dropout masks differ per process).
-    torch.save(_rng_state(), tmp / f"rng_{acc.process_index}.pt")
+    # Every process has its own RNG stream (dropout masks differ per process) and its own
+    # running loss sums of the current epoch (state.json holds the main process's).
+    own = {**_rng_state(), "sums": list(state.get("sums", []))}
+    torch.save(own, tmp / f"rng_{acc.process_index}.pt")
+    # Whole tensors keyed by name: the checkpoint does not depend on the sharding.
+    tensors = full_tensors(trainable_named(model))
+    optim_state = optimizer_state(model, optimizer)
     if acc.is_main_process:
-        tensors = {n: p.detach().cpu().contiguous() for n, p in trainable_named(model).items()}
         save_file(tensors, str(tmp / "trainable.safetensors"))
         torch.save(
-            {"optimizer": optimizer.state_dict(), "scheduler": scheduler.state_dict()},
-            tmp / "trainer.pt",
+            {"optimizer": optim_state, "scheduler": scheduler.state_dict()}, tmp / "trainer.pt"
         )
         atomic_write_json(tmp / "state.json", {**state, "world_size": acc.num_processes})
     acc.wait_for_everyone()
@@ -129,12 +147,10 @@ def load_checkpoint(
             f"{ckpt}: the checkpoint holds other trainable tensors than this model "
             f"({len(saved)} vs {len(params)}); it was written by another configuration"
         )
-    with torch.no_grad():
-        for name, p in params.items():
-            p.copy_(saved[name].to(p.device, p.dtype))
+    load_full(params, saved)
     # weights_only: these files hold tensors, numbers and tuples only, never code.
     trainer = torch.load(ckpt / "trainer.pt", map_location="cpu", weights_only=True)
-    optimizer.load_state_dict(trainer["optimizer"])
+    load_optimizer_state(model, optimizer, trainer["optimizer"])
     scheduler.load_state_dict(trainer["scheduler"])
     rng_file = ckpt / f"rng_{acc.process_index}.pt"
     if state.get("world_size") != acc.num_processes or not rng_file.exists():
@@ -145,7 +161,10 @@ def load_checkpoint(
             acc.num_processes,
         )
     if rng_file.exists():
-        _set_rng_state(torch.load(rng_file, weights_only=True))
+        own = torch.load(rng_file, weights_only=True)
+        _set_rng_state(own)
+        if state.get("world_size") == acc.num_processes and "sums" in own:
+            state["sums"] = own["sums"]
     return state
 
 
@@ -207,6 +226,7 @@ def start_run(acc: Any, out: Path, cfg: Any, *, overwrite: bool, resume: bool, *
         optim = cfg.optim
         facts = {
             "num_processes": acc.num_processes,
+            "distributed_type": str(acc.distributed_type.value),
             "device": str(acc.device),
             "dtype": str(resolve_dtype(cfg.runtime.dtype, acc.device)).removeprefix("torch."),
             "batch_size": optim.batch_size,
@@ -219,15 +239,16 @@ def start_run(acc: Any, out: Path, cfg: Any, *, overwrite: bool, resume: bool, *
     return out
 
 
-def peft_saver(adapter_name: str, card: str) -> Callable[[Any, Path], None]:
+def peft_saver(adapter_name: str, card: str) -> SaveFn:
     """A save function writing adapter ``adapter_name`` of a PeftModel as a standalone PEFT
-    directory (safetensors + adapter_config.json) with ``card`` as its README.md."""
+    directory (safetensors + adapter_config.json) with ``card`` as its README.md. The tensors
+    come from the caller (whole, even when the model is sharded)."""
 
-    def save(model: Any, directory: Path) -> None:
+    def save(model: Any, directory: Path, tensors: dict[str, Tensor]) -> None:
         staging = directory.with_name(f"{directory.name}.peft")
         if staging.exists():
             shutil.rmtree(staging)
-        model.save_pretrained(str(staging), selected_adapters=[adapter_name])
+        model.save_pretrained(str(staging), selected_adapters=[adapter_name], state_dict=tensors)
         # PEFT puts every adapter but "default" in a sub-directory named after it.
         src = staging if adapter_name == "default" else staging / adapter_name
         src.rename(directory)

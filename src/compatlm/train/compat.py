@@ -29,6 +29,7 @@ from compatlm.train.checkpoint import model_card, peft_saver, start_run
 from compatlm.train.config import TrainCompatConfig
 from compatlm.train.data import Collator, Features, encode_examples, load_task, split_train_val
 from compatlm.train.loop import make_accelerator, run_training
+from compatlm.train.sharding import is_sharded
 from compatlm.train.task import finish_card, runtime_for
 from compatlm.train.teachers import (
     STUDENT,
@@ -151,7 +152,7 @@ def train_compat(
         if cfg.teacher_new == "cache":
             teacher_new = cached(new, cfg.new_cache_dir, NEW_CACHE_DIR)
         else:
-            teacher_new = AdapterTeacher(model)
+            teacher_new = AdapterTeacher(model, sharded=is_sharded(acc))
         if cfg.teacher_old == "cache":
             teacher_old = cached(old, cfg.cache_dir, CACHE_DIR)
             old_vocab = teacher_old.cache.vocab_size

@@ -36,6 +36,7 @@ from compatlm.errors import CompatlmError
 from compatlm.io import atomic_write_jsonl
 from compatlm.train.checkpoint import (
     CHECKPOINT,
+    SaveFn,
     frozen_checksum,
     load_checkpoint,
     save_adapter_atomic,
@@ -46,11 +47,11 @@ from compatlm.train.checkpoint import (
 from compatlm.train.config import OptimSettings
 from compatlm.train.data import Collator, FeatureDataset, Features
 from compatlm.train.losses import LossOutput
+from compatlm.train.sharding import check_distributed, is_sharded, reshard
 
 log = logging.getLogger(__name__)
 
 StepFn = Callable[[Any, dict[str, Tensor]], LossOutput]
-SaveFn = Callable[[Any, Path], None]  # (model, directory): write the adapter
 
 ADAPTER = "adapter"
 TRAIN_LOG = "train_log.jsonl"
@@ -63,17 +64,10 @@ def make_accelerator(runtime: RuntimeConfig) -> Any:
     training (gloo) when told it runs on CPU, and would otherwise run each launched process alone.
     """
     from accelerate import Accelerator
-    from accelerate.utils import DistributedType
 
     cpu = runtime.device == "cpu" or (runtime.device == "auto" and not torch.cuda.is_available())
     acc = Accelerator(cpu=cpu)
-    if acc.distributed_type in (DistributedType.FSDP, DistributedType.DEEPSPEED):
-        # Sharded parameters break what the loop relies on: teacher_new runs on the unwrapped
-        # module, validation shards examples unevenly, checkpoints read named parameters.
-        raise CompatlmError(
-            f"accelerate is configured for {acc.distributed_type.value}; compatlm training runs"
-            " data-parallel (DDP) only — see docs/multi_gpu.md"
-        )
+    check_distributed(acc)
     return acc
 
 
@@ -113,23 +107,32 @@ def evaluate(
     """Token-weighted validation ``val_ce`` and ``val_loss`` over all processes.
 
     Each process scores a disjoint slice (no padding duplicates), using the unwrapped model so
-    no collective runs inside forward (slices may differ in batch count).
+    no DDP collective runs inside forward (slices may differ in batch count). A sharded
+    model's forward *is* collective, so there every process runs the same number of batches:
+    a process whose slice is shorter repeats its first batch and does not count it.
     """
     if not feats:
         return None
-    part = list(feats)[acc.process_index :: acc.num_processes]
+    feats = list(feats)
+    part = feats[acc.process_index :: acc.num_processes]
+    n_batches = math.ceil(len(part) / bs)
+    if is_sharded(acc):
+        n_batches = math.ceil(math.ceil(len(feats) / acc.num_processes) / bs)
+    filler = (part or feats)[:bs]
     sums = torch.zeros(3, dtype=torch.float64, device=acc.device)  # ce·n, loss·n, n
     was_training = model.training
     model.eval()
     with torch.no_grad():
-        for start in range(0, len(part), bs):
-            batch = {k: v.to(acc.device) for k, v in collate(part[start : start + bs]).items()}
+        for b in range(n_batches):
+            chunk = part[b * bs : (b + 1) * bs]
+            batch = {k: v.to(acc.device) for k, v in collate(chunk or filler).items()}
             out = step_fn(model, batch)
-            n = out.n_tokens
+            n = out.n_tokens if chunk else 0
             sums += torch.tensor(
                 [float(out.ce) * n, float(out.loss) * n, n], dtype=torch.float64, device=acc.device
             )
     model.train(was_training)
+    reshard(model)
     if acc.num_processes > 1:
         sums = acc.reduce(sums, reduction="sum")
     if sums[2] == 0:
@@ -231,6 +234,11 @@ class _Run:
 
     def train_epoch(self, bar: _Progress) -> None:
         s, ga = self.s, self.optim.grad_accum
+        # accelerate's prepared loader sets its sampler's epoch from its own pass counter at
+        # every pass (0 after a restart): set that counter too, or a resumed multi-process run
+        # replays the first epoch's order.
+        if hasattr(self.loader, "set_epoch"):
+            self.loader.set_epoch(s.epoch)
         self.sampler.set_epoch(s.epoch)
         n_batches = len(self.loader)
         for i, batch in enumerate(self.loader):
@@ -288,8 +296,7 @@ class _Run:
         improved = value is None or s.best_metric is None or value < s.best_metric
         if improved:
             s.best_metric, s.best_epoch = value, s.epoch + 1
-            if acc.is_main_process:
-                save_adapter_atomic(save, self.unwrapped, self.out / ADAPTER)
+            save_adapter_atomic(acc, save, self.unwrapped, self.out / ADAPTER)
         row["best"] = improved
         s.history.append(row)
         if acc.is_main_process:
@@ -336,7 +343,6 @@ def run_training(
     if acc.is_main_process:
         share = 100 * n_trainable / n_total
         log.info("trainable parameters: %d of %d (%.3f%%)", n_trainable, n_total, share)
-    frozen_before = frozen_checksum(model)
 
     sampler = EpochShuffle(len(train_feats), optim.seed)
     # An own generator: DataLoader would otherwise draw its base seed from the global RNG at
@@ -352,6 +358,8 @@ def run_training(
         list(params.values()), lr=optim.lr, weight_decay=optim.weight_decay
     )
     model, optimizer, loader = acc.prepare(model, optimizer, loader)
+    # After prepare: under FSDP2 the parameters are now shards, and the checksum reads shards.
+    frozen_before = frozen_checksum(model)
     total_steps = math.ceil(len(loader) / optim.grad_accum) * optim.epochs
     if optim.max_steps is not None:
         total_steps = min(total_steps, optim.max_steps)

@@ -26,6 +26,7 @@ from compatlm.train.cache import TeacherCache
 from compatlm.train.config import TrainCompatConfig
 from compatlm.train.losses import LossOutput, Teacher, compat_loss, focal_weights
 from compatlm.train.masks import OldStats
+from compatlm.train.sharding import reshard
 from compatlm.train.task import ce_step, forward_logits, labelled_columns
 
 STUDENT = "student"
@@ -52,10 +53,18 @@ class AdapterTeacher:
     whole module tree (which costs as much as the forward itself on small models).
     """
 
-    def __init__(self, peft_model: Any, name: str = TEACHER_NEW, student: str = STUDENT) -> None:
+    def __init__(
+        self,
+        peft_model: Any,
+        name: str = TEACHER_NEW,
+        student: str = STUDENT,
+        *,
+        sharded: bool = False,
+    ) -> None:
         from peft.tuners.tuners_utils import BaseTunerLayer
 
         self.model, self.name, self.student = peft_model, name, student
+        self.sharded = sharded
         self.layers = [m for m in peft_model.modules() if isinstance(m, BaseTunerLayer)]
         # modules_to_save live outside the LoRA layers: then only peft's own switch is right.
         configs = peft_model.peft_config
@@ -68,6 +77,10 @@ class AdapterTeacher:
     def _switch(self, name: str, frozen: bool) -> None:
         # inference_mode=True keeps every adapter frozen while teacher_new is active;
         # switching back makes the student (and only it) trainable again.
+        if self.sharded:
+            # FSDP2 leaves the root's weights gathered after a no-grad forward; requires_grad
+            # must be set on the sharded parameters, which a later all-gather copies it from.
+            reshard(self.model)
         if self.whole_model_switch:
             self.model.set_adapter(name, inference_mode=frozen)
             return

@@ -1,0 +1,60 @@
+"""Run the compatlm CLI in `accelerate launch` CPU processes, with two test hooks.
+
+1. **FSDP on CPU.** accelerate turns FSDP on only for accelerator devices: on CPU processes it
+   always sets up plain data parallelism (MULTI_CPU), so a GPU-less machine cannot exercise the
+   sharded code path through `accelerate launch --use_fsdp`. When launched with `--use_fsdp`,
+   this launcher marks the state as FSDP right after the Accelerator joined its gloo process
+   group, with the FSDP plugin accelerate builds from the launch options (`FSDP_*` environment
+   variables). From there accelerate's own `prepare` shards the model with torch's
+   `fully_shard` (DTensor parameters, all-gathers in every forward) as it does on GPUs.
+2. **Interruption.** `COMPATLM_TEST_INTERRUPT_AT_STEP=N` stops every process after optimiser
+   step N, as a Ctrl-C would (resume tests).
+
+Usage, with the options a GPU user would pass:
+
+    accelerate launch --use_fsdp --fsdp_version 2 --num_processes 2 \\
+        tests/cpu_launch.py train task CONFIG --out DIR
+"""
+
+from __future__ import annotations
+
+import os
+import sys
+
+
+def _force_fsdp() -> None:
+    import accelerate
+    from accelerate.state import PartialState
+    from accelerate.utils import DistributedType, FullyShardedDataParallelPlugin
+
+    original = accelerate.Accelerator.__init__
+
+    def init(self, *args, **kwargs) -> None:  # type: ignore[no-untyped-def]
+        original(self, *args, **kwargs)
+        # Both shared states: AcceleratorState copies PartialState's fields whenever it is
+        # instantiated again (accelerate does so inside prepare).
+        PartialState._shared_state["distributed_type"] = DistributedType.FSDP
+        self.state.distributed_type = DistributedType.FSDP
+        self.state.fsdp_plugin = FullyShardedDataParallelPlugin()  # from FSDP_* variables
+
+    accelerate.Accelerator.__init__ = init
+
+
+def _interrupt_at(step: int) -> None:
+    import compatlm.train.loop as loop
+
+    def on_step_end(global_step: int) -> None:
+        if global_step == step:
+            raise KeyboardInterrupt
+
+    loop._on_step_end = on_step_end
+
+
+if __name__ == "__main__":
+    if os.environ.get("ACCELERATE_USE_FSDP", "false").lower() == "true":
+        _force_fsdp()
+    if os.environ.get("COMPATLM_TEST_INTERRUPT_AT_STEP"):
+        _interrupt_at(int(os.environ["COMPATLM_TEST_INTERRUPT_AT_STEP"]))
+    from compatlm.cli import main
+
+    sys.exit(main(sys.argv[1:]))
