@@ -40,6 +40,25 @@ def _force_fsdp() -> None:
     accelerate.Accelerator.__init__ = init
 
 
+def _force_deepspeed() -> None:
+    import accelerate
+    from accelerate.state import PartialState
+    from accelerate.utils import DeepSpeedPlugin, DistributedType
+
+    original = accelerate.Accelerator.__init__
+
+    def init(self, *args, **kwargs) -> None:  # type: ignore[no-untyped-def]
+        original(self, *args, **kwargs)
+        PartialState._shared_state["distributed_type"] = DistributedType.DEEPSPEED
+        self.state.distributed_type = DistributedType.DEEPSPEED
+        plugin = DeepSpeedPlugin()  # from ACCELERATE_DEEPSPEED_* variables
+        plugin.set_mixed_precision("no")
+        plugin.select(_from_accelerator_state=True)
+        self.state.deepspeed_plugins = plugin
+
+    accelerate.Accelerator.__init__ = init
+
+
 def _interrupt_at(step: int) -> None:
     import compatlm.train.loop as loop
 
@@ -53,6 +72,9 @@ def _interrupt_at(step: int) -> None:
 if __name__ == "__main__":
     if os.environ.get("ACCELERATE_USE_FSDP", "false").lower() == "true":
         _force_fsdp()
+    if os.environ.get("ACCELERATE_USE_DEEPSPEED", "false").lower() == "true":
+        os.environ.setdefault("DS_ACCELERATOR", "cpu")
+        _force_deepspeed()
     if os.environ.get("COMPATLM_TEST_INTERRUPT_AT_STEP"):
         _interrupt_at(int(os.environ["COMPATLM_TEST_INTERRUPT_AT_STEP"]))
     from compatlm.cli import main

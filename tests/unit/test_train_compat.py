@@ -17,7 +17,8 @@ from compatlm.train.checkpoint import frozen_checksum
 from compatlm.train.compat import compat_features, load_student, train_compat
 from compatlm.train.config import OptimSettings, TrainCompatConfig, TrainTaskConfig
 from compatlm.train.data import Collator, split_train_val
-from compatlm.train.loop import make_accelerator, run_training
+from compatlm.train.loop import run_training
+from compatlm.train.sharding import make_accelerator
 from compatlm.train.task import peft_saver, train_task
 from compatlm.train.teachers import AdapterTeacher, LiveOldTeacher, compat_step, old_correct
 from helpers import make_tokenizer, save_base, save_lora

@@ -15,8 +15,9 @@ from compatlm.train import loop as loop_mod
 from compatlm.train.checkpoint import frozen_checksum
 from compatlm.train.config import LoraSettings, OptimSettings
 from compatlm.train.data import IGNORE, Collator, Features
-from compatlm.train.loop import make_accelerator, run_training
+from compatlm.train.loop import run_training
 from compatlm.train.losses import LossOutput
+from compatlm.train.sharding import make_accelerator
 from compatlm.train.task import ce_step, forward_logits, lora_config, peft_saver
 
 CPU = RuntimeConfig(device="cpu", progress=False)
@@ -97,6 +98,16 @@ def test_resume_equals_uninterrupted(tiny_family, tmp_path, monkeypatch):
     assert a.keys() == b.keys()
     for key in a:
         assert torch.equal(a[key], b[key]), key
+
+
+def test_deepspeed_checkpoint_is_refused_without_deepspeed(tiny_family, tmp_path):
+    feats = _feats(4)
+    _train(tiny_family, tmp_path, feats, epochs=1)
+    trainer = tmp_path / "checkpoint" / "trainer.pt"
+    saved = torch.load(trainer, weights_only=True)
+    torch.save({**saved, "optimizer": None}, trainer)  # as written under DeepSpeed
+    with pytest.raises(CompatlmError, match="written under DeepSpeed.*resume it under DeepSpeed"):
+        _train(tiny_family, tmp_path, feats, epochs=2, resume=True)
 
 
 def test_nan_loss_stops_and_keeps_last_good_checkpoint(tiny_family, tmp_path):

@@ -1,6 +1,7 @@
 """Multi-process training: two CPU processes (gloo) under `accelerate launch` give the adapter
-of one process with the same global batch — data parallel (DDP), and sharded (FSDP2, through
-accelerate's own FSDP preparation; see tests/cpu_launch.py for how it runs on CPU)."""
+of one process with the same global batch — data parallel (DDP), sharded with FSDP2, and under
+DeepSpeed ZeRO-2/3 (through accelerate's own FSDP and DeepSpeed preparation; see
+tests/cpu_launch.py for how those run on CPU)."""
 
 from __future__ import annotations
 
@@ -21,15 +22,16 @@ DIGITS = (1, 3, 4, 7)  # single tokens of the tiny tokenizer
 
 
 LAUNCHER = Path(__file__).resolve().parents[1] / "cpu_launch.py"
-FSDP = [
-    "--use_fsdp",
-    "--fsdp_version",
-    "2",
-    "--fsdp_auto_wrap_policy",
-    "TRANSFORMER_BASED_WRAP",
-    "--fsdp_reshard_after_forward",
-    "true",
-]
+# accelerate launch options per set-up, and the distributed type env.json then records.
+MODES = {
+    "ddp": (["--multi_gpu"], "MULTI_CPU"),
+    "fsdp2": (
+        "--use_fsdp --fsdp_version 2 --fsdp_auto_wrap_policy TRANSFORMER_BASED_WRAP".split(),
+        "FSDP",
+    ),
+    "zero2": ("--use_deepspeed --zero_stage 2".split(), "DEEPSPEED"),
+    "zero3": ("--use_deepspeed --zero_stage 3".split(), "DEEPSPEED"),
+}
 
 
 def _data(tmp_path: Path, n: int = 10) -> Path:
@@ -50,19 +52,18 @@ def _data(tmp_path: Path, n: int = 10) -> Path:
 
 
 def _launch_two(
-    argv: list[str], *, fsdp: bool = False, check: bool = True, env: dict[str, str] | None = None
+    argv: list[str], *, mode: str = "ddp", check: bool = True, env: dict[str, str] | None = None
 ) -> str:
-    """Run the CLI in two processes; returns stderr. ``fsdp``: shard with FSDP2."""
+    """Run the CLI in two processes under accelerate set-up ``mode``; returns stderr."""
     # `--cpu` makes accelerate start a single process unless MPI is set up; `--multi_gpu` starts
     # torchrun, and on CPU our Accelerator then joins a gloo process group.
     launcher = Path(sys.executable).with_name("accelerate")
-    mode = FSDP if fsdp else ["--multi_gpu"]
     # The plain CLI where no test hook is needed: that is what users run.
-    program = [str(LAUNCHER)] if fsdp or env else ["-m", "compatlm"]
+    program = [str(LAUNCHER)] if mode != "ddp" or env else ["-m", "compatlm"]
     cmd = [
         str(launcher),
         "launch",
-        *mode,
+        *MODES[mode][0],
         "--num_processes",
         "2",
         "--num_machines",
@@ -83,9 +84,9 @@ def _launch_two(
     return res.stderr
 
 
-def _compare(one: Path, two: Path, kind: str = "MULTI_CPU", steps: tuple = (2, 4)) -> None:
+def _compare(one: Path, two: Path, mode: str = "ddp", steps: tuple = (2, 4)) -> None:
     env = json.loads((two / "env.json").read_text())
-    assert (env["num_processes"], env["distributed_type"]) == (2, kind)
+    assert (env["num_processes"], env["distributed_type"]) == (2, MODES[mode][1])
     a = load_file(str(one / "adapter" / "adapter_model.safetensors"))
     b = load_file(str(two / "adapter" / "adapter_model.safetensors"))
     assert a.keys() == b.keys()
@@ -142,30 +143,39 @@ def _compat_yaml(tiny_family, data: Path, bs: int, extra: str = "") -> str:
     )
 
 
-def test_compat_fsdp2_two_processes_match_one(tiny_family, tmp_path):
+@pytest.mark.parametrize(
+    "mode, one_bs, per_process, steps",
+    [
+        ("fsdp2", 2, "batch_size: 1", (4, 8)),
+        ("zero3", 4, "batch_size: 1, grad_accum: 2", (2, 4)),
+    ],
+)
+def test_compat_sharded_two_processes_match_one(
+    tiny_family, tmp_path, mode, one_bs, per_process, steps
+):
     """Sharded student with both teachers live: teacher_new switches adapters on the sharded
     model, teacher_old is a whole model per process. 3 validation examples over 2 processes at
     batch 1 make the processes' validation batch counts differ (2 vs 1): a sharded forward is
-    collective, so the shorter one must run a filler batch that is not counted."""
+    collective, so the shorter one must run a filler batch that is not counted. Under ZeRO-3
+    the global batch of 4 is 2 processes x 2 accumulated micro-batches of 1."""
     data = _data(tmp_path, n=11)
-    for bs in (2, 1):
-        (tmp_path / f"bs{bs}.yaml").write_text(
-            _compat_yaml(tiny_family, data, bs, "val_fraction: 0.27\n")
-        )
+    one = _compat_yaml(tiny_family, data, one_bs, "val_fraction: 0.27\n")
+    (tmp_path / "one.yaml").write_text(one)
+    (tmp_path / "two.yaml").write_text(one.replace(f"batch_size: {one_bs}", per_process))
     assert (
-        main(["train", "compat", str(tmp_path / "bs2.yaml"), "--out", str(tmp_path / "one")]) == 0
+        main(["train", "compat", str(tmp_path / "one.yaml"), "--out", str(tmp_path / "one")]) == 0
     )
     _launch_two(
-        ["train", "compat", str(tmp_path / "bs1.yaml"), "--out", str(tmp_path / "two")], fsdp=True
+        ["train", "compat", str(tmp_path / "two.yaml"), "--out", str(tmp_path / "two")], mode=mode
     )
-    _compare(tmp_path / "one", tmp_path / "two", kind="FSDP", steps=(4, 8))
+    _compare(tmp_path / "one", tmp_path / "two", mode=mode, steps=steps)
     card = (tmp_path / "two" / "adapter" / "README.md").read_text()
     assert "compatibility adapter" in card
 
 
 @pytest.mark.slow
-@pytest.mark.parametrize("fsdp", [False, True], ids=["ddp", "fsdp2"])
-def test_interrupted_two_process_run_resumes_exactly(tiny_family, tmp_path, fsdp):
+@pytest.mark.parametrize("mode", ["ddp", "fsdp2", "zero2", "zero3"])
+def test_interrupted_two_process_run_resumes_exactly(tiny_family, tmp_path, mode):
     """Interrupted mid-epoch, resumed with the same processes: bit-identical to the
     uninterrupted run (dropout on: every process's random stream is restored too). The
     checkpoint holds whole tensors keyed by name, so a sharded run's checkpoint also loads in a
@@ -177,13 +187,13 @@ def test_interrupted_two_process_run_resumes_exactly(tiny_family, tmp_path, fsdp
         + OPTIM.format(bs=2).replace("seed: 3}", "seed: 3, checkpoint_every: 1}")
     )
     run = ["train", "task", str(tmp_path / "bs2.yaml"), "--out"]
-    _launch_two([*run, str(tmp_path / "full")], fsdp=fsdp)
+    _launch_two([*run, str(tmp_path / "full")], mode=mode)
     argv = [*run, str(tmp_path / "two")]
-    _launch_two(argv, fsdp=fsdp, check=False, env={"COMPATLM_TEST_INTERRUPT_AT_STEP": "2"})
+    _launch_two(argv, mode=mode, check=False, env={"COMPATLM_TEST_INTERRUPT_AT_STEP": "2"})
     state = json.loads((tmp_path / "two" / "checkpoint" / "state.json").read_text())
     assert (state["global_step"], state["batches_done"], state["world_size"]) == (1, 1, 2)
     shutil.copytree(tmp_path / "two", tmp_path / "single")
-    _launch_two([*argv, "--resume"], fsdp=fsdp)
+    _launch_two([*argv, "--resume"], mode=mode)
     a, b = (
         load_file(str(tmp_path / r / "adapter" / "adapter_model.safetensors"))
         for r in ("full", "two")
@@ -192,7 +202,7 @@ def test_interrupted_two_process_run_resumes_exactly(tiny_family, tmp_path, fsdp
     assert all(torch.equal(a[k], b[k]) for k in a)
     logs = [(tmp_path / r / "train_log.jsonl").read_text() for r in ("full", "two")]
     assert logs[0] == logs[1]
-    if fsdp:  # another global batch on one process: only that it loads and finishes
+    if mode == "fsdp2":  # another global batch on one process: only that it loads and finishes
         single = ["train", "task", str(tmp_path / "bs2.yaml"), "--out", str(tmp_path / "single")]
         assert main([*single, "--resume"]) == 0  # warns: written by 2 processes
         log = (tmp_path / "single" / "train_log.jsonl").read_text().splitlines()

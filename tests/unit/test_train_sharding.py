@@ -1,6 +1,6 @@
-"""The sharding helpers on one process: which accelerate set-ups are accepted, and that the
-name-keyed optimiser state round-trips exactly (the two-process FSDP2 runs that use them are in
-test_train_multiprocess.py)."""
+"""The sharding helpers on one process: which accelerate set-ups are accepted, how a DeepSpeed
+config is made to agree with the loop, and that the name-keyed optimiser state round-trips
+exactly (the two-process FSDP2 and ZeRO runs that use them are in test_train_multiprocess.py)."""
 
 from __future__ import annotations
 
@@ -20,28 +20,61 @@ from compatlm.train.sharding import (
     load_optimizer_state,
     optimizer_state,
 )
+from compatlm.train.zero import configure, load_engine
 
 
-def _acc(kind: DistributedType, fsdp_version: int | None = None) -> SimpleNamespace:
-    plugin = None if fsdp_version is None else SimpleNamespace(fsdp_version=fsdp_version)
-    return SimpleNamespace(distributed_type=kind, state=SimpleNamespace(fsdp_plugin=plugin))
+def _acc(
+    kind: DistributedType, fsdp_version: int | None = None, zero_stage: int = 0, **config
+) -> SimpleNamespace:
+    fsdp = None if fsdp_version is None else SimpleNamespace(fsdp_version=fsdp_version)
+    ds = SimpleNamespace(zero_stage=zero_stage, deepspeed_config=dict(config))
+    return SimpleNamespace(
+        distributed_type=kind, state=SimpleNamespace(fsdp_plugin=fsdp, deepspeed_plugin=ds)
+    )
 
 
 @pytest.mark.parametrize(
-    "kind, version",
-    [(DistributedType.NO, None), (DistributedType.MULTI_GPU, None), (DistributedType.FSDP, 2)],
+    "acc, sharded",
+    [
+        (_acc(DistributedType.NO), False),
+        (_acc(DistributedType.MULTI_GPU), False),
+        (_acc(DistributedType.FSDP, 2), True),
+        (_acc(DistributedType.DEEPSPEED, zero_stage=2), False),
+        (_acc(DistributedType.DEEPSPEED, zero_stage=3), True),
+    ],
 )
-def test_supported_setups_pass(kind, version):
-    acc = _acc(kind, version)
+def test_supported_setups_pass(acc, sharded):
     check_distributed(acc)
-    assert is_sharded(acc) == (kind == DistributedType.FSDP)
+    assert is_sharded(acc) == sharded
 
 
-def test_fsdp1_and_deepspeed_are_refused_with_the_fix():
+def test_fsdp1_is_refused_with_the_fix():
     with pytest.raises(CompatlmError, match="FSDP version 1.*fsdp_version: 2"):
         check_distributed(_acc(DistributedType.FSDP, 1))
-    with pytest.raises(CompatlmError, match="DeepSpeed.*DDP and FSDP2.*docs/multi_gpu.md"):
-        check_distributed(_acc(DistributedType.DEEPSPEED))
+
+
+def test_deepspeed_config_follows_the_loop():
+    acc = _acc(DistributedType.DEEPSPEED, zero_stage=2, gradient_accumulation_steps="auto")
+    configure(acc, max_grad_norm=1.0)
+    config = acc.state.deepspeed_plugin.deepspeed_config
+    assert (config["gradient_accumulation_steps"], config["gradient_clipping"]) == (1, 1.0)
+    acc = _acc(DistributedType.DEEPSPEED, gradient_clipping=0.5)
+    configure(acc, max_grad_norm=0.5)  # the same value twice is fine
+    configure(_acc(DistributedType.DEEPSPEED), max_grad_norm=None)
+
+
+@pytest.mark.parametrize(
+    "config, match",
+    [
+        ({"optimizer": {"type": "Adam"}}, "'optimizer' section"),
+        ({"scheduler": {"type": "WarmupLR"}}, "'scheduler' section"),
+        ({"gradient_accumulation_steps": 4}, "gradient_accumulation_steps: 4.*optim.grad_accum"),
+        ({"gradient_clipping": 0.3}, "gradient_clipping: 0.3 but optim.max_grad_norm is 1.0"),
+    ],
+)
+def test_deepspeed_config_that_fights_the_loop_is_refused(config, match):
+    with pytest.raises(CompatlmError, match=match):
+        configure(_acc(DistributedType.DEEPSPEED, **config), max_grad_norm=1.0)
 
 
 def _trained() -> tuple[torch.nn.Module, torch.optim.Optimizer]:
@@ -98,3 +131,8 @@ def test_full_tensors_are_copies_and_load_back():
     assert not torch.equal(saved["0.weight"], named["0.weight"])
     load_full(named, saved)
     assert all(torch.equal(saved[n], p) for n, p in named.items())
+
+
+def test_a_checkpoint_without_engine_files_is_refused_under_deepspeed(tmp_path):
+    with pytest.raises(CompatlmError, match="no DeepSpeed engine state.*without DeepSpeed"):
+        load_engine(_acc(DistributedType.DEEPSPEED, zero_stage=2), tmp_path)

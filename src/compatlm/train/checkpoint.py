@@ -24,6 +24,7 @@ from torch import Tensor
 
 from compatlm.errors import CompatlmError
 from compatlm.io import atomic_write_json
+from compatlm.train import zero
 from compatlm.train.sharding import (
     full_tensors,
     load_full,
@@ -48,7 +49,7 @@ def frozen_checksum(model: Any) -> Tensor:
     rows = []
     for p in model.parameters():
         if not p.requires_grad:
-            t = local(p.detach())
+            t = local(p).detach()  # local() first: detach() drops the ZeRO-3 attributes
             rows.append(torch.stack([t.sum(dtype=torch.float64), t.double().norm()]).cpu())
     return torch.stack(rows) if rows else torch.zeros((0, 2), dtype=torch.float64)
 
@@ -118,9 +119,14 @@ def save_checkpoint(
     # running loss sums of the current epoch (state.json holds the main process's).
     own = {**_rng_state(), "sums": list(state.get("sums", []))}
     torch.save(own, tmp / f"rng_{acc.process_index}.pt")
-    # Whole tensors keyed by name: the checkpoint does not depend on the sharding.
+    # Whole tensors keyed by name: the checkpoint does not depend on the sharding. DeepSpeed
+    # keeps the optimiser (and fp32 master weights) inside its engine: its own files hold them.
     tensors = full_tensors(trainable_named(model))
-    optim_state = optimizer_state(model, optimizer)
+    optim_state = None
+    if zero.is_deepspeed(acc):
+        zero.save_engine(acc, tmp)
+    else:
+        optim_state = optimizer_state(model, optimizer)
     if acc.is_main_process:
         save_file(tensors, str(tmp / "trainable.safetensors"))
         torch.save(
@@ -147,10 +153,18 @@ def load_checkpoint(
             f"{ckpt}: the checkpoint holds other trainable tensors than this model "
             f"({len(saved)} vs {len(params)}); it was written by another configuration"
         )
-    load_full(params, saved)
     # weights_only: these files hold tensors, numbers and tuples only, never code.
     trainer = torch.load(ckpt / "trainer.pt", map_location="cpu", weights_only=True)
-    load_optimizer_state(model, optimizer, trainer["optimizer"])
+    if zero.is_deepspeed(acc):
+        zero.load_engine(acc, ckpt)
+    elif trainer["optimizer"] is None:
+        raise CompatlmError(
+            f"{ckpt}: the checkpoint was written under DeepSpeed (its optimiser state is in"
+            " DeepSpeed's files); resume it under DeepSpeed, or start again with --overwrite"
+        )
+    else:
+        load_full(params, saved)
+        load_optimizer_state(model, optimizer, trainer["optimizer"])
     scheduler.load_state_dict(trainer["scheduler"])
     rng_file = ckpt / f"rng_{acc.process_index}.pt"
     if state.get("world_size") != acc.num_processes or not rng_file.exists():

@@ -24,12 +24,13 @@ from compatlm.config import RuntimeConfig
 from compatlm.errors import CompatlmError
 from compatlm.models import load_model, load_tokenizer, preflight, require_same_tokenizer
 from compatlm.spec import ModelSpec
+from compatlm.train import zero
 from compatlm.train.cache import TeacherCache, build_teacher_cache
 from compatlm.train.checkpoint import model_card, peft_saver, start_run
 from compatlm.train.config import TrainCompatConfig
 from compatlm.train.data import Collator, Features, encode_examples, load_task, split_train_val
-from compatlm.train.loop import make_accelerator, run_training
-from compatlm.train.sharding import is_sharded
+from compatlm.train.loop import run_training
+from compatlm.train.sharding import is_sharded, make_accelerator
 from compatlm.train.task import finish_card, runtime_for
 from compatlm.train.teachers import (
     STUDENT,
@@ -125,7 +126,7 @@ def train_compat(
     with_teacher = cfg.kd_weight > 0 and cfg.teacher_new == "live"
     model, _ = load_student(new, runtime, with_teacher=with_teacher)
     ids = [f.example_id for f in feats]
-    student_vocab = int(model.get_output_embeddings().weight.shape[0])
+    student_vocab = int(zero.full_shape(model.get_output_embeddings().weight)[0])
 
     teacher_new = teacher_old = None
     vocab = None
@@ -136,7 +137,10 @@ def train_compat(
             # The main process builds a missing cache (the teacher's base is loaded only for
             # this); every process passes the barrier, whatever it saw on disk, or they desync.
             if acc.is_main_process and not (cache_dir / "index.json").exists():
-                build_teacher_cache(spec, feats, tok, cache_dir, cfg.topk, cfg.temperature, runtime)
+                with zero.whole_models(acc):
+                    build_teacher_cache(
+                        spec, feats, tok, cache_dir, cfg.topk, cfg.temperature, runtime
+                    )
                 gc.collect()
             acc.wait_for_everyone()
             cache = TeacherCache.open(
@@ -157,7 +161,8 @@ def train_compat(
             teacher_old = cached(old, cfg.cache_dir, CACHE_DIR)
             old_vocab = teacher_old.cache.vocab_size
         else:
-            old_model = load_model(old, runtime=runtime).model
+            with zero.whole_models(acc):
+                old_model = load_model(old, runtime=runtime).model
             teacher_old = LiveOldTeacher(old_model)
             old_vocab = int(old_model.get_output_embeddings().weight.shape[0])
         vocab = min(student_vocab, old_vocab) if old_vocab != student_vocab else None

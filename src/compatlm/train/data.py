@@ -1,5 +1,5 @@
 """Training data: examples → token ids with aligned labels, the seeded train/validation split,
-and the padding collator shared by both recipes.
+the padding collator shared by both recipes, and the per-epoch shuffle.
 
 The prompt/answer boundary must be the one evaluation uses, or the adapter is trained on
 tokens it never sees at test time; so all text → ids goes through :mod:`compatlm.prompts`:
@@ -18,7 +18,7 @@ batch: input_ids, attention_mask, labels, answer_mask: (B, T); index: (B,).
 from __future__ import annotations
 
 import logging
-from collections.abc import Sequence
+from collections.abc import Iterator, Sequence
 from dataclasses import dataclass
 from typing import Any
 
@@ -215,3 +215,20 @@ class Collator:
             "answer_mask": answer,
             "index": index,
         }
+
+
+class EpochShuffle(torch.utils.data.Sampler[int]):
+    """Random order that is a pure function of (seed, epoch): resuming replays it exactly."""
+
+    def __init__(self, n: int, seed: int) -> None:
+        self.n, self.seed, self.epoch = n, seed, 0
+
+    def set_epoch(self, epoch: int) -> None:
+        self.epoch = epoch
+
+    def __len__(self) -> int:
+        return self.n
+
+    def __iter__(self) -> Iterator[int]:
+        gen = torch.Generator().manual_seed(self.seed * 1_000_003 + self.epoch)
+        return iter(torch.randperm(self.n, generator=gen).tolist())

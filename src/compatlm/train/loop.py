@@ -22,7 +22,7 @@ from __future__ import annotations
 
 import logging
 import math
-from collections.abc import Callable, Iterator, Sequence
+from collections.abc import Callable, Sequence
 from contextlib import nullcontext
 from dataclasses import asdict, dataclass, field
 from pathlib import Path
@@ -31,9 +31,9 @@ from typing import Any
 import torch
 from torch import Tensor
 
-from compatlm.config import RuntimeConfig
 from compatlm.errors import CompatlmError
 from compatlm.io import atomic_write_jsonl
+from compatlm.train import zero
 from compatlm.train.checkpoint import (
     CHECKPOINT,
     SaveFn,
@@ -45,9 +45,9 @@ from compatlm.train.checkpoint import (
     trainable_named,
 )
 from compatlm.train.config import OptimSettings
-from compatlm.train.data import Collator, FeatureDataset, Features
+from compatlm.train.data import Collator, EpochShuffle, FeatureDataset, Features
 from compatlm.train.losses import LossOutput
-from compatlm.train.sharding import check_distributed, is_sharded, reshard
+from compatlm.train.sharding import is_sharded, reshard
 
 log = logging.getLogger(__name__)
 
@@ -55,20 +55,6 @@ StepFn = Callable[[Any, dict[str, Tensor]], LossOutput]
 
 ADAPTER = "adapter"
 TRAIN_LOG = "train_log.jsonl"
-
-
-def make_accelerator(runtime: RuntimeConfig) -> Any:
-    """An Accelerator for ``runtime.device`` (``cpu`` forces CPU even where CUDA exists).
-
-    On a machine without CUDA, ``auto`` means CPU too: accelerate only sets up multi-process CPU
-    training (gloo) when told it runs on CPU, and would otherwise run each launched process alone.
-    """
-    from accelerate import Accelerator
-
-    cpu = runtime.device == "cpu" or (runtime.device == "auto" and not torch.cuda.is_available())
-    acc = Accelerator(cpu=cpu)
-    check_distributed(acc)
-    return acc
 
 
 @dataclass
@@ -79,23 +65,6 @@ class LoopResult:
     global_step: int
     n_trainable: int
     history: list[dict[str, Any]] = field(default_factory=list)
-
-
-class EpochShuffle(torch.utils.data.Sampler[int]):
-    """Random order that is a pure function of (seed, epoch): resuming replays it exactly."""
-
-    def __init__(self, n: int, seed: int) -> None:
-        self.n, self.seed, self.epoch = n, seed, 0
-
-    def set_epoch(self, epoch: int) -> None:
-        self.epoch = epoch
-
-    def __len__(self) -> int:
-        return self.n
-
-    def __iter__(self) -> Iterator[int]:
-        gen = torch.Generator().manual_seed(self.seed * 1_000_003 + self.epoch)
-        return iter(torch.randperm(self.n, generator=gen).tolist())
 
 
 # --------------------------------------------------------------------------- evaluation
@@ -206,6 +175,7 @@ class _Run:
     out: Path
     total_steps: int
     s: _State
+    deepspeed: bool = False
 
     def checkpoint(self) -> None:
         save_checkpoint(
@@ -247,11 +217,16 @@ class _Run:
             start = (i // ga) * ga
             window = min(ga, n_batches - start)  # a short last window averages over itself
             sync = i + 1 == start + window
-            with nullcontext() if sync else self.acc.no_sync(self.model):
+            # DeepSpeed is told where a window ends instead (it has no no_sync for ZeRO-2/3).
+            quiet = sync or self.deepspeed
+            with nullcontext() if quiet else self.acc.no_sync(self.model):
                 res = self.step_fn(self.model, batch)
                 loss = res.loss.detach()
                 self.check_finite(loss, "loss")
-                self.acc.backward(res.loss / window)
+                if self.deepspeed:
+                    zero.backward(self.acc, res.loss / window, boundary=sync)
+                else:
+                    self.acc.backward(res.loss / window)
             n = res.n_tokens
             ce, kd = float(res.ce.detach()), float(res.kd.detach())
             for j, v in enumerate((float(loss) * n, ce * n, kd * n, n, res.n_old_tokens)):
@@ -260,7 +235,8 @@ class _Run:
                 continue
             if self.optim.max_grad_norm is not None:
                 norm = self.acc.clip_grad_norm_(self.model.parameters(), self.optim.max_grad_norm)
-                self.check_finite(torch.as_tensor(norm).detach(), "gradient norm")
+                if norm is not None:  # DeepSpeed ZeRO-0 reports none (the loss check remains)
+                    self.check_finite(torch.as_tensor(norm).detach(), "gradient norm")
             self.optimizer.step()
             self.scheduler.step()
             self.optimizer.zero_grad(set_to_none=True)
@@ -336,10 +312,10 @@ def run_training(
     if sum(f.n_labels for f in train_feats) == 0:
         raise CompatlmError("every label of the training split is masked; nothing to learn from")
     params = trainable_named(model)
-    n_trainable = sum(p.numel() for p in params.values())
+    n_trainable = sum(zero.full_numel(p) for p in params.values())
     if n_trainable == 0:
         raise CompatlmError("the model has no trainable parameters; nothing would be learned")
-    n_total = sum(p.numel() for p in model.parameters())
+    n_total = sum(zero.full_numel(p) for p in model.parameters())
     if acc.is_main_process:
         share = 100 * n_trainable / n_total
         log.info("trainable parameters: %d of %d (%.3f%%)", n_trainable, n_total, share)
@@ -357,6 +333,8 @@ def run_training(
     optimizer = torch.optim.AdamW(
         list(params.values()), lr=optim.lr, weight_decay=optim.weight_decay
     )
+    if zero.is_deepspeed(acc):
+        zero.configure(acc, optim.max_grad_norm)
     model, optimizer, loader = acc.prepare(model, optimizer, loader)
     # After prepare: under FSDP2 the parameters are now shards, and the checksum reads shards.
     frozen_before = frozen_checksum(model)
@@ -379,6 +357,7 @@ def run_training(
         out,
         total_steps,
         _State(),
+        deepspeed=zero.is_deepspeed(acc),
     )
     # Same random stream at the start of training whatever the recipe did before (e.g. loading
     # teachers); one stream per process so dropout masks differ across processes.

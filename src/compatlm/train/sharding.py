@@ -1,12 +1,13 @@
 """What the training loop needs to know about sharded (FSDP2) parameters.
 
 Under ``accelerate launch`` with FSDP2 (``fsdp_version: 2``) every parameter of the student's
-model becomes a DTensor holding this process's shard of the weight; a forward pass all-gathers
-each layer's weights and is therefore a collective that every process must enter. This module
-owns the few places where that differs from data-parallel training:
+model becomes a DTensor holding this process's shard of the weight (under DeepSpeed ZeRO-3, a
+parameter with a ``ds_tensor`` partition; its specifics are in :mod:`compatlm.train.zero`); a
+forward pass all-gathers each layer's weights and is therefore a collective that every process
+must enter. This module owns the few places where that differs from data-parallel training:
 
-- :func:`check_distributed` — which accelerate set-ups the loop supports (single process, DDP,
-  FSDP2) and a one-line refusal for the others (FSDP1, DeepSpeed);
+- :func:`make_accelerator` / :func:`check_distributed` — the Accelerator, and which accelerate set-ups the loop supports (single process, DDP,
+  FSDP2, DeepSpeed ZeRO 0–3) and a one-line refusal for FSDP1;
 - :func:`full_tensors` / :func:`load_full` — trainable tensors as whole CPU tensors (for the
   adapter and the checkpoint) and back into (maybe sharded) parameters;
 - :func:`optimizer_state` / :func:`load_optimizer_state` — the optimiser state keyed by
@@ -25,7 +26,9 @@ from typing import Any
 import torch
 from torch import Tensor
 
+from compatlm.config import RuntimeConfig
 from compatlm.errors import CompatlmError
+from compatlm.train import zero
 
 
 def _dtensor_type() -> type | None:
@@ -37,22 +40,33 @@ def _dtensor_type() -> type | None:
 
 
 def is_sharded(acc: Any) -> bool:
-    """Whether ``acc`` shards parameters (FSDP2): forwards are then collective operations."""
+    """Whether ``acc`` shards parameters (FSDP2, ZeRO-3): forwards are then collectives."""
     from accelerate.utils import DistributedType
 
+    if acc.distributed_type == DistributedType.DEEPSPEED:
+        return zero.zero_stage(acc) == 3
     return acc.distributed_type == DistributedType.FSDP
 
 
+def make_accelerator(runtime: RuntimeConfig) -> Any:
+    """An Accelerator for ``runtime.device`` (``cpu`` forces CPU even where CUDA exists).
+
+    On a machine without CUDA, ``auto`` means CPU too: accelerate only sets up multi-process CPU
+    training (gloo) when told it runs on CPU, and would otherwise run each launched process alone.
+    """
+    from accelerate import Accelerator
+
+    cpu = runtime.device == "cpu" or (runtime.device == "auto" and not torch.cuda.is_available())
+    acc = Accelerator(cpu=cpu)
+    check_distributed(acc)
+    return acc
+
+
 def check_distributed(acc: Any) -> None:
-    """Refuse the accelerate set-ups the loop does not support, naming the supported ones."""
+    """Refuse the accelerate set-ups the loop does not support (FSDP1), naming the fix."""
     from accelerate.utils import DistributedType
 
     kind = acc.distributed_type
-    if kind == DistributedType.DEEPSPEED:
-        raise CompatlmError(
-            "accelerate is configured for DeepSpeed; compatlm training supports DDP and FSDP2"
-            " (fsdp_version: 2, the ZeRO-3 equivalent) — see docs/multi_gpu.md"
-        )
     if kind == DistributedType.FSDP and getattr(acc.state.fsdp_plugin, "fsdp_version", 1) != 2:
         raise CompatlmError(
             "accelerate is configured for FSDP version 1; compatlm training needs FSDP2:"
@@ -77,18 +91,21 @@ def reshard(model: Any) -> None:
 
 
 def local(t: Tensor) -> Tensor:
-    """This process's part of ``t`` (``t`` itself unless it is a DTensor)."""
+    """This process's part of ``t`` (``t`` itself unless it is a DTensor or ZeRO-3 partitioned)."""
+    if zero.is_partitioned(t):
+        return t.ds_tensor
     dtensor = _dtensor_type()
     return t.to_local() if dtensor is not None and isinstance(t, dtensor) else t
 
 
 def full_tensors(named: dict[str, Tensor]) -> dict[str, Tensor]:
-    """Whole, contiguous CPU copies of ``named`` (collective if any tensor is a DTensor)."""
+    """Whole, contiguous CPU copies of ``named`` (collective if any tensor is sharded)."""
     dtensor = _dtensor_type()
     out = {}
-    for name, t in named.items():
-        whole = t.full_tensor() if dtensor is not None and isinstance(t, dtensor) else t
-        out[name] = whole.detach().to("cpu", copy=True).contiguous()
+    with zero.gathered(list(named.values())):
+        for name, t in named.items():
+            whole = t.full_tensor() if dtensor is not None and isinstance(t, dtensor) else t
+            out[name] = whole.detach().to("cpu", copy=True).contiguous()
     return out
 
 
@@ -100,7 +117,7 @@ def load_full(params: dict[str, Tensor], saved: dict[str, Tensor]) -> None:
     from torch.distributed.tensor import distribute_tensor
 
     dtensor = _dtensor_type()
-    with torch.no_grad():
+    with torch.no_grad(), zero.gathered(list(params.values()), write=True):
         for name, p in params.items():
             value = saved[name]
             if dtensor is not None and isinstance(p, dtensor):

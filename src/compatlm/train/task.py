@@ -25,8 +25,9 @@ from compatlm.spec import ModelSpec
 from compatlm.train.checkpoint import model_card, peft_saver, start_run
 from compatlm.train.config import LoraSettings, TrainTaskConfig
 from compatlm.train.data import IGNORE, Collator, encode_examples, load_task, split_train_val
-from compatlm.train.loop import LoopResult, make_accelerator, run_training
+from compatlm.train.loop import LoopResult, run_training
 from compatlm.train.losses import LossOutput, lm_loss
+from compatlm.train.sharding import make_accelerator
 
 log = logging.getLogger(__name__)
 
