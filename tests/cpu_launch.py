@@ -1,12 +1,13 @@
 """Run the compatlm CLI in `accelerate launch` CPU processes, with two test hooks.
 
-1. **FSDP on CPU.** accelerate turns FSDP on only for accelerator devices: on CPU processes it
-   always sets up plain data parallelism (MULTI_CPU), so a GPU-less machine cannot exercise the
-   sharded code path through `accelerate launch --use_fsdp`. When launched with `--use_fsdp`,
-   this launcher marks the state as FSDP right after the Accelerator joined its gloo process
-   group, with the FSDP plugin accelerate builds from the launch options (`FSDP_*` environment
-   variables). From there accelerate's own `prepare` shards the model with torch's
-   `fully_shard` (DTensor parameters, all-gathers in every forward) as it does on GPUs.
+1. **FSDP and DeepSpeed on CPU.** accelerate turns them on only for accelerator devices: on CPU
+   processes it always sets up plain data parallelism (MULTI_CPU), so a GPU-less machine cannot
+   exercise the sharded code paths through `accelerate launch --use_fsdp` / `--use_deepspeed`.
+   Launched with either, this launcher marks the state as FSDP or DEEPSPEED right after the
+   Accelerator joined its gloo process group, with the plugin accelerate builds from the launch
+   options (`FSDP_*` / `ACCELERATE_DEEPSPEED_*` environment variables), and DeepSpeed on its
+   CPU accelerator. From there accelerate's own `prepare` shards the model (torch's
+   `fully_shard`, or `deepspeed.initialize`) as it does on GPUs.
 2. **Interruption.** `COMPATLM_TEST_INTERRUPT_AT_STEP=N` stops every process after optimiser
    step N, as a Ctrl-C would (resume tests).
 
@@ -22,35 +23,25 @@ import os
 import sys
 
 
-def _force_fsdp() -> None:
+def _force(kind: str) -> None:
+    """After the Accelerator joined its process group, mark the state as ``kind`` (FSDP or
+    DEEPSPEED) with the plugin accelerate builds from the launch options."""
     import accelerate
     from accelerate.state import PartialState
-    from accelerate.utils import DistributedType, FullyShardedDataParallelPlugin
+    from accelerate.utils import DeepSpeedPlugin, DistributedType, FullyShardedDataParallelPlugin
 
     original = accelerate.Accelerator.__init__
+    distributed_type = DistributedType[kind]
 
     def init(self, *args, **kwargs) -> None:  # type: ignore[no-untyped-def]
         original(self, *args, **kwargs)
         # Both shared states: AcceleratorState copies PartialState's fields whenever it is
         # instantiated again (accelerate does so inside prepare).
-        PartialState._shared_state["distributed_type"] = DistributedType.FSDP
-        self.state.distributed_type = DistributedType.FSDP
-        self.state.fsdp_plugin = FullyShardedDataParallelPlugin()  # from FSDP_* variables
-
-    accelerate.Accelerator.__init__ = init
-
-
-def _force_deepspeed() -> None:
-    import accelerate
-    from accelerate.state import PartialState
-    from accelerate.utils import DeepSpeedPlugin, DistributedType
-
-    original = accelerate.Accelerator.__init__
-
-    def init(self, *args, **kwargs) -> None:  # type: ignore[no-untyped-def]
-        original(self, *args, **kwargs)
-        PartialState._shared_state["distributed_type"] = DistributedType.DEEPSPEED
-        self.state.distributed_type = DistributedType.DEEPSPEED
+        PartialState._shared_state["distributed_type"] = distributed_type
+        self.state.distributed_type = distributed_type
+        if kind == "FSDP":
+            self.state.fsdp_plugin = FullyShardedDataParallelPlugin()  # from FSDP_* variables
+            return
         plugin = DeepSpeedPlugin()  # from ACCELERATE_DEEPSPEED_* variables
         plugin.set_mixed_precision("no")
         plugin.select(_from_accelerator_state=True)
@@ -71,10 +62,10 @@ def _interrupt_at(step: int) -> None:
 
 if __name__ == "__main__":
     if os.environ.get("ACCELERATE_USE_FSDP", "false").lower() == "true":
-        _force_fsdp()
+        _force("FSDP")
     if os.environ.get("ACCELERATE_USE_DEEPSPEED", "false").lower() == "true":
         os.environ.setdefault("DS_ACCELERATOR", "cpu")
-        _force_deepspeed()
+        _force("DEEPSPEED")
     if os.environ.get("COMPATLM_TEST_INTERRUPT_AT_STEP"):
         _interrupt_at(int(os.environ["COMPATLM_TEST_INTERRUPT_AT_STEP"]))
     from compatlm.cli import main
