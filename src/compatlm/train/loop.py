@@ -47,7 +47,7 @@ from compatlm.train.checkpoint import (
 from compatlm.train.config import OptimSettings
 from compatlm.train.data import Collator, EpochShuffle, FeatureDataset, Features
 from compatlm.train.losses import LossOutput
-from compatlm.train.sharding import is_sharded, reshard
+from compatlm.train.sharding import is_sharded, local, reshard
 
 log = logging.getLogger(__name__)
 
@@ -338,6 +338,9 @@ def run_training(
     model, optimizer, loader = acc.prepare(model, optimizer, loader)
     # After prepare: under FSDP2 the parameters are now shards, and the checksum reads shards.
     frozen_before = frozen_checksum(model)
+    if acc.is_main_process and acc.num_processes > 1:
+        held = sum(local(p).numel() * p.element_size() for p in model.parameters())
+        log.info("parameters held by each process: %.1f MB", held / 2**20)
     total_steps = math.ceil(len(loader) / optim.grad_accum) * optim.epochs
     if optim.max_steps is not None:
         total_steps = min(total_steps, optim.max_steps)
