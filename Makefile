@@ -15,8 +15,10 @@ $(STAMP): pyproject.toml constraints.txt
 	$(BIN)/pip install --quiet "$(TORCH)"
 	$(BIN)/pip install --quiet -c constraints.txt -e ".[dev]"
 	# DeepSpeed, for the ZeRO training tests. Its setup.py imports torch: built without an
-	# isolated build environment it uses the torch above (an isolated one would fetch another);
-	# DS_BUILD_OPS=0 compiles no kernels (DeepSpeed builds them on first use on a GPU).
+	# isolated build environment it uses the torch above (an isolated one would fetch another),
+	# with this venv's setuptools; DS_BUILD_OPS=0 compiles no kernels (DeepSpeed builds them on
+	# first use on a GPU).
+	$(BIN)/pip install --quiet setuptools wheel
 	DS_BUILD_OPS=0 $(BIN)/pip install --quiet --no-build-isolation -c constraints.txt deepspeed
 	touch $(STAMP)
 

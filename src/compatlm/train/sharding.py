@@ -1,4 +1,5 @@
-"""What the training loop needs to know about sharded (FSDP2) parameters.
+"""Distributed set-up for training: the Accelerator, and what the loop needs to know about
+sharded parameters.
 
 Under ``accelerate launch`` with FSDP2 (``fsdp_version: 2``) every parameter of the student's
 model becomes a DTensor holding this process's shard of the weight (under DeepSpeed ZeRO-3, a
@@ -6,10 +7,11 @@ parameter with a ``ds_tensor`` partition; its specifics are in :mod:`compatlm.tr
 forward pass all-gathers each layer's weights and is therefore a collective that every process
 must enter. This module owns the few places where that differs from data-parallel training:
 
-- :func:`make_accelerator` / :func:`check_distributed` — the Accelerator, and which accelerate set-ups the loop supports (single process, DDP,
-  FSDP2, DeepSpeed ZeRO 0–3) and a one-line refusal for FSDP1;
+- :func:`make_accelerator` / :func:`check_distributed` — the Accelerator for the run; the loop
+  supports one process, DDP, FSDP2 and DeepSpeed ZeRO 0–3, and refuses FSDP1 in one line;
 - :func:`full_tensors` / :func:`load_full` — trainable tensors as whole CPU tensors (for the
-  adapter and the checkpoint) and back into (maybe sharded) parameters;
+  adapter and the checkpoint) and back into (maybe FSDP2-sharded) parameters (a DeepSpeed
+  checkpoint is restored by the engine instead);
 - :func:`optimizer_state` / :func:`load_optimizer_state` — the optimiser state keyed by
   parameter name with whole tensors, so a checkpoint does not depend on how the run was sharded
   (an FSDP2 run can be resumed on one process and vice versa);
@@ -117,7 +119,7 @@ def load_full(params: dict[str, Tensor], saved: dict[str, Tensor]) -> None:
     from torch.distributed.tensor import distribute_tensor
 
     dtensor = _dtensor_type()
-    with torch.no_grad(), zero.gathered(list(params.values()), write=True):
+    with torch.no_grad():
         for name, p in params.items():
             value = saved[name]
             if dtensor is not None and isinstance(p, dtensor):

@@ -9,7 +9,7 @@ this module adapts the two to each other:
   would fight the loop (its own optimiser, scheduler or accumulation);
 - :func:`backward` — the engine's backward with the accumulation boundary set by the loop;
 - :func:`gathered` — ZeRO-3 keeps only a partition of each parameter on a process; the
-  context gathers whole parameters (collective) to save them or to load into them;
+  context gathers whole parameters (collective) to save them;
 - :func:`whole_models` — frozen teachers are loaded whole, outside ZeRO-3's partitioning;
 - :func:`save_engine` / :func:`load_engine` — the optimiser's partitions and fp32 master
   weights live inside the engine, so a checkpoint stores the engine's own files (frozen
@@ -19,7 +19,7 @@ this module adapts the two to each other:
 from __future__ import annotations
 
 from collections.abc import Iterator, Sequence
-from contextlib import contextmanager, nullcontext
+from contextlib import contextmanager
 from pathlib import Path
 from typing import Any
 
@@ -95,17 +95,15 @@ def full_shape(t: Tensor) -> tuple[int, ...]:
 
 
 @contextmanager
-def gathered(params: Sequence[Tensor], *, write: bool = False) -> Iterator[None]:
-    """Whole ZeRO-3 parameters inside the block (collective). ``write``: what process 0 puts
-    into them is partitioned again on exit."""
+def gathered(params: Sequence[Tensor]) -> Iterator[None]:
+    """Whole ZeRO-3 parameters inside the block, to read them (collective)."""
     parts = [p for p in params if is_partitioned(p)]
     if not parts:
-        with nullcontext():
-            yield
+        yield
         return
     import deepspeed
 
-    with deepspeed.zero.GatheredParameters(parts, modifier_rank=0 if write else None):
+    with deepspeed.zero.GatheredParameters(parts, modifier_rank=None):
         yield
 
 
