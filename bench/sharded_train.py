@@ -32,6 +32,8 @@ import time
 from pathlib import Path
 
 sys.path.insert(0, str(Path(__file__).resolve().parent))
+# The launcher the two-process tests use (it turns FSDP/DeepSpeed on for CPU processes).
+sys.path.insert(0, str(Path(__file__).resolve().parents[1] / "tests"))
 from common import (
     default_out,
     machine_info,
@@ -45,9 +47,9 @@ from common import (
     write_result,
 )
 
+from cpu_launch import command
+
 log = logging.getLogger("bench.sharded_train")
-ROOT = Path(__file__).resolve().parents[1]
-LAUNCHER = ROOT / "tests" / "cpu_launch.py"
 MODES = {
     "ddp": ["--multi_gpu"],
     "fsdp2": "--use_fsdp --fsdp_version 2 --fsdp_auto_wrap_policy TRANSFORMER_BASED_WRAP".split(),
@@ -103,27 +105,7 @@ def launch(mode: str | None, cfg: Path, out: Path, env: dict[str, str]) -> dict:
     if mode is None:
         cmd = [sys.executable, "-m", "compatlm", "train", "task", str(cfg), "--out", str(out)]
     else:
-        cmd = [
-            str(Path(sys.executable).with_name("accelerate")),
-            "launch",
-            *MODES[mode],
-            "--num_processes",
-            "2",
-            "--num_machines",
-            "1",
-            "--mixed_precision",
-            "no",
-            "--dynamo_backend",
-            "no",
-            "--main_process_port",
-            "29531",
-            str(LAUNCHER),
-            "train",
-            "task",
-            str(cfg),
-            "--out",
-            str(out),
-        ]
+        cmd = command(MODES[mode], ["train", "task", str(cfg), "--out", str(out)], port=29531)
     start = time.perf_counter()
     proc = subprocess.Popen(cmd, env=env, stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True)
     sampler = PeakRss(proc.pid)

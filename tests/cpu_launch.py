@@ -21,6 +21,19 @@ from __future__ import annotations
 
 import os
 import sys
+from pathlib import Path
+
+HERE = Path(__file__).resolve()
+
+
+def command(options: list[str], argv: list[str], *, port: int, hooks: bool = True) -> list[str]:
+    """`accelerate launch OPTIONS` for 2 CPU processes running the CLI with ``argv``: through
+    this launcher (``hooks``), or the plain ``python -m compatlm`` users run."""
+    program = [str(HERE)] if hooks else ["-m", "compatlm"]
+    accelerate = Path(sys.executable).with_name("accelerate")
+    fixed = "--num_processes 2 --num_machines 1 --mixed_precision no --dynamo_backend no"
+    return [str(accelerate), "launch", *options, *fixed.split(), "--main_process_port",
+            str(port), *program, *argv]  # fmt: skip
 
 
 def _force(kind: str) -> None:

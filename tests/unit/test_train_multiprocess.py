@@ -9,7 +9,6 @@ import json
 import os
 import shutil
 import subprocess
-import sys
 from pathlib import Path
 
 import pytest
@@ -17,11 +16,11 @@ import torch
 from safetensors.torch import load_file
 
 from compatlm.cli import main
+from cpu_launch import command
 
 DIGITS = (1, 3, 4, 7)  # single tokens of the tiny tokenizer
 
 
-LAUNCHER = Path(__file__).resolve().parents[1] / "cpu_launch.py"
 # accelerate launch options per set-up, and the distributed type env.json then records.
 MODES = {
     "ddp": (["--multi_gpu"], "MULTI_CPU"),
@@ -56,27 +55,10 @@ def _launch_two(
 ) -> str:
     """Run the CLI in two processes under accelerate set-up ``mode``; returns stderr."""
     # `--cpu` makes accelerate start a single process unless MPI is set up; `--multi_gpu` starts
-    # torchrun, and on CPU our Accelerator then joins a gloo process group.
-    launcher = Path(sys.executable).with_name("accelerate")
-    # The plain CLI where no test hook is needed: that is what users run.
-    program = [str(LAUNCHER)] if mode != "ddp" or env else ["-m", "compatlm"]
-    cmd = [
-        str(launcher),
-        "launch",
-        *MODES[mode][0],
-        "--num_processes",
-        "2",
-        "--num_machines",
-        "1",
-        "--mixed_precision",
-        "no",
-        "--dynamo_backend",
-        "no",
-        "--main_process_port",
-        "29517",
-        *program,
-        *argv,
-    ]
+    # torchrun, and on CPU our Accelerator then joins a gloo process group. The plain CLI where
+    # no test hook is needed: that is what users run.
+    hooks = mode != "ddp" or bool(env)
+    cmd = command(MODES[mode][0], argv, port=29517, hooks=hooks)
     env = {**os.environ, "OMP_NUM_THREADS": "1", "CUDA_VISIBLE_DEVICES": "", **(env or {})}
     res = subprocess.run(cmd, env=env, capture_output=True, text=True, timeout=600)
     if check:
