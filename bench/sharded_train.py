@@ -1,6 +1,6 @@
 """`compatlm train task` on two CPU processes: DDP vs FSDP2 vs DeepSpeed ZeRO-2 / ZeRO-3.
 
-What sharding buys and costs, measured on this CPU machine with the CLI users run: a ~9M
+What sharding buys and costs, measured on this CPU machine with the CLI users run: an 8.2M
 parameter untied Llama (hidden 384, 6 layers, vocabulary 1024), LoRA r=8 on every linear layer,
 128 generated examples, 1 epoch, batch 4 per process (global 8). Each set-up is launched by
 `accelerate launch` with 2 processes of 1 thread (FSDP and DeepSpeed through
