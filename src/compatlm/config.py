@@ -4,36 +4,59 @@ Precedence is defaults < YAML < command-line overrides. Every model is frozen an
 unknown keys; an unknown key is reported with its valid siblings. An override's value is parsed
 as YAML (``batch_size=8`` is an int, ``x=false`` a bool that overrides a YAML ``true``,
 ``tasks=[a, b]`` a list); ``None``/``null`` means "not given" and falls back to the default.
+
+Numbers are checked where they are read, not where they are used hours later: every float of
+every config (this module's, and the train/method configs built on :class:`StrictModel`) must be
+finite, seeds are :data:`Seed` (what numpy accepts), and YAML is parsed with the bounds of
+:mod:`compatlm.safe_yaml` (size, nesting, alias expansion, repeated keys).
 """
 
 from __future__ import annotations
 
+import re
 from pathlib import Path
-from typing import Any, Literal, TypeVar
+from typing import Annotated, Any, Literal, TypeVar
 
 import yaml
-from pydantic import BaseModel, ConfigDict, Field, ValidationError
+from pydantic import BaseModel, ConfigDict, Field, ValidationError, field_validator
 
+from compatlm import safe_yaml
 from compatlm.errors import CompatlmError, input_error
 
 C = TypeVar("C", bound="StrictModel")
 
 
-class StrictModel(BaseModel):
-    """Base of every config: immutable, unknown keys are errors."""
+# numpy's SeedSequence/RandomState take 0..2**32-1; a negative seed passed validation and
+# crashed after every model had run.
+Seed = Annotated[int, Field(ge=0, le=2**32 - 1, description="random seed, 0..2**32-1")]
 
-    model_config = ConfigDict(frozen=True, extra="forbid", protected_namespaces=())
+DEVICES = "auto | cpu | cuda | cuda:N | mps"
+_DEVICE = re.compile(r"auto|cpu|cuda|cuda:\d+|mps")
+
+
+class StrictModel(BaseModel):
+    """Base of every config: immutable, unknown keys are errors, floats must be finite
+    (``.inf``/``.nan`` in YAML are refused: no rate, weight or tolerance means anything there)."""
+
+    model_config = ConfigDict(
+        frozen=True, extra="forbid", protected_namespaces=(), allow_inf_nan=False
+    )
 
 
 class RuntimeConfig(StrictModel):
     """Where and how models run."""
 
-    device: str = Field("auto", description="auto | cpu | cuda | cuda:N | mps")
+    device: str = Field("auto", description=DEVICES)
     dtype: Literal["auto", "float32", "bfloat16", "float16"] = Field(
         "float32", description="fp32 on CPU; bf16 is the usual choice on recent GPUs"
     )
     batch_size: int = Field(16, ge=1)
-    seed: int = 0
+    scoring: Literal["cached", "full"] = Field(
+        "cached",
+        description="multiple choice: cached = each context once, its choices on its KV cache;"
+        " full = every (context, choice) pair in full, as lm-eval (same answers, slower)",
+    )
+    seed: Seed = 0
     trust_remote_code: bool = Field(
         False, description="run model code shipped with a checkpoint; off unless you trust it"
     )
@@ -41,6 +64,15 @@ class RuntimeConfig(StrictModel):
         False, description="allow loading pickle-based .bin weights (unsafe); safetensors otherwise"
     )
     progress: bool = True
+
+    @field_validator("device")
+    @classmethod
+    def _known_device(cls, value: str) -> str:
+        # Availability (is there a GPU?) is checked when a run starts, not here: a config for
+        # a GPU machine must still validate on a laptop.
+        if not _DEVICE.fullmatch(value):
+            raise ValueError(f"expected {DEVICES}")
+        return value
 
 
 class TaskConfig(StrictModel):
@@ -87,8 +119,13 @@ class CompareConfig(StrictModel):
     tolerance: float = Field(0.0, ge=0.0, description="similarity flips need |ΔS| > tolerance")
     bootstrap: int = Field(1000, ge=0, description="paired bootstrap resamples (0 = no CIs)")
     confidence: float = Field(0.95, gt=0.0, lt=1.0)
-    seed: int = 0
+    seed: Seed = 0
     allow_prompt_mismatch: bool = False
+    allow_metric_mismatch: bool = Field(
+        False,
+        description="compare files whose metric (acc vs acc_norm) or lm-eval filter differs"
+        " (recorded as a warning)",
+    )
     noise_batch_size: int | None = Field(
         None,
         ge=1,
@@ -157,9 +194,10 @@ def parse_override(text: str) -> tuple[list[str], Any]:
     if not all(parts):
         raise CompatlmError(f"override {text!r}: empty key segment")
     try:
-        value = yaml.safe_load(raw) if raw.strip() else None
+        value = safe_yaml.load(raw) if raw.strip() else None
     except yaml.YAMLError as err:
-        raise CompatlmError(f"override {text!r}: value is not valid YAML ({err})") from None
+        why = getattr(err, "problem", None) or err
+        raise CompatlmError(f"override {text!r}: value is not valid YAML ({why})") from None
     return parts, value
 
 
@@ -207,10 +245,19 @@ def read_yaml(path: str | Path) -> dict[str, Any]:
     path = Path(path)
     if not path.is_file():
         raise input_error("config file not found", path)
+    size = path.stat().st_size
+    if size > safe_yaml.MAX_BYTES:
+        raise input_error(
+            f"config is {size:,} bytes; the limit is {safe_yaml.MAX_BYTES:,} (is this a config?)",
+            path,
+        )
     try:
-        data = yaml.safe_load(path.read_text(encoding="utf-8"))
+        data = safe_yaml.load(path.read_text(encoding="utf-8"))
     except UnicodeDecodeError:
         raise input_error("config is not valid UTF-8", path) from None
+    except safe_yaml.YamlLimitError as err:
+        line = err.problem_mark.line + 1 if err.problem_mark is not None else None
+        raise input_error(str(err.problem), path, line) from None
     except yaml.YAMLError as err:
         mark = getattr(err, "problem_mark", None)
         line = mark.line + 1 if mark is not None else None
@@ -233,7 +280,8 @@ def build_config(cls: type[C], data: dict[str, Any], source: str = "config") -> 
         loc = ".".join(str(p) for p in first["loc"]) or "(top)"
         found = first.get("input")
         found_s = "" if isinstance(found, dict) else f", found {found!r}"
-        raise CompatlmError(f"{source}: field {loc!r}: {first['msg']}{found_s}") from None
+        msg = first["msg"].removeprefix("Value error, ")
+        raise CompatlmError(f"{source}: field {loc!r}: {msg}{found_s}") from None
 
 
 def load_config(cls: type[C], path: str | Path | None, overrides: list[str] | None = None) -> C:

@@ -2,7 +2,8 @@
 
 Owns: atomic writes (temp file in the same directory + ``os.replace``), strict JSONL reading
 with file:line error messages, the resumable append-only JSONL writer used for predictions,
-run-directory preparation (refuse a non-empty ``--out`` without ``--overwrite``) and ``env.json``.
+``prepare_out_dir`` (the entry point of the run-directory rules of :mod:`compatlm.rundir`) and
+``env.json``.
 """
 
 from __future__ import annotations
@@ -11,15 +12,16 @@ import json
 import math
 import os
 import platform
-import shutil
+import re
 import subprocess
 import sys
 import tempfile
-from collections.abc import Iterator, Sequence
+from collections.abc import Callable, Iterable, Iterator, Sequence
+from datetime import datetime, timezone
 from pathlib import Path
 from typing import Any
 
-from compatlm.errors import CompatlmError, input_error
+from compatlm.errors import input_error
 
 
 def _json_default(obj: Any) -> Any:
@@ -39,14 +41,25 @@ def dumps(obj: Any, *, indent: int | None = None) -> str:
     )
 
 
-def atomic_write_bytes(path: str | Path, data: bytes) -> Path:
-    """Write ``data`` to ``path`` so that readers see either the old file or the whole new one."""
+def _umask() -> int:
+    # The process umask can only be read by setting it; set it straight back.
+    mask = os.umask(0o022)
+    os.umask(mask)
+    return mask
+
+
+def atomic_write_bytes(path: str | Path, data: bytes | Iterable[bytes]) -> Path:
+    """Write ``data`` (bytes, or chunks of bytes written as they come) to ``path`` so that
+    readers see either the old file or the whole new one."""
     path = Path(path)
     path.parent.mkdir(parents=True, exist_ok=True)
     fd, tmp = tempfile.mkstemp(prefix=f".{path.name}.", suffix=".tmp", dir=path.parent)
     try:
+        # mkstemp creates 0600 files; outputs get the permissions any new file would get.
+        os.fchmod(fd, 0o666 & ~_umask())
         with os.fdopen(fd, "wb") as fh:
-            fh.write(data)
+            for chunk in (data,) if isinstance(data, bytes) else data:
+                fh.write(chunk)
             fh.flush()
             os.fsync(fh.fileno())
         os.replace(tmp, path)
@@ -64,15 +77,27 @@ def atomic_write_json(path: str | Path, obj: Any) -> Path:
     return atomic_write_text(path, dumps(obj, indent=2) + "\n")
 
 
-def atomic_write_jsonl(path: str | Path, rows: list[Any]) -> Path:
-    return atomic_write_text(path, "".join(dumps(r) + "\n" for r in rows))
+def atomic_write_jsonl(path: str | Path, rows: Iterable[Any]) -> Path:
+    # Streamed in batches of lines: a flips file of 300k rows never exists as one string.
+    return atomic_write_bytes(path, _jsonl_batches(rows))
+
+
+def _jsonl_batches(rows: Iterable[Any], size: int = 4096) -> Iterator[bytes]:
+    batch: list[str] = []
+    for row in rows:
+        batch.append(dumps(row))
+        if len(batch) == size:
+            yield ("\n".join(batch) + "\n").encode("utf-8")
+            batch = []
+    if batch:
+        yield ("\n".join(batch) + "\n").encode("utf-8")
 
 
 def read_jsonl(path: str | Path, *, allow_empty: bool = False) -> Iterator[tuple[int, dict]]:
     """Yield ``(line_number, object)`` for each non-blank line; errors name file and line.
 
-    Raises :class:`CompatlmError` for a missing file, non-UTF-8 bytes, malformed JSON, NaN/inf
-    literals, a line that is not a JSON object, or (unless ``allow_empty``) an empty file.
+    Raises :class:`CompatlmError` for a missing file, non-UTF-8 bytes, a line :func:`parse_json`
+    refuses, a line that is not a JSON object, or (unless ``allow_empty``) an empty file.
     """
     path = Path(path)
     if not path.is_file():
@@ -86,10 +111,7 @@ def read_jsonl(path: str | Path, *, allow_empty: bool = False) -> Iterator[tuple
                 raise input_error(f"not valid UTF-8 (byte {err.start})", path, lineno) from None
             if not text.strip():
                 continue
-            try:
-                obj = json.loads(text, parse_constant=_reject_constant)
-            except ValueError as err:
-                raise input_error(f"malformed JSON ({err})", path, lineno) from None
+            obj = parse_json(text, path, lineno)
             if not isinstance(obj, dict):
                 raise input_error(
                     f"expected a JSON object, found {type(obj).__name__}", path, lineno
@@ -102,6 +124,73 @@ def read_jsonl(path: str | Path, *, allow_empty: bool = False) -> Iterator[tuple
 
 def _reject_constant(name: str) -> float:
     raise ValueError(f"{name} is not valid JSON; use null")
+
+
+MAX_JSON_DEPTH = 64  # prediction/task/lm-eval rows nest ~6 levels; Python's limit is ~1000
+_SURROGATE = re.compile(r"[\ud800-\udfff]")
+_SURROGATE_ESCAPE = re.compile(r"\\u[dD][89a-fA-F]")
+_SURROGATE_MSG = "contains a lone surrogate escape (\\ud800-\\udfff), which is not text"
+
+
+class _DuplicateKey(Exception):
+    def __init__(self, key: str) -> None:
+        super().__init__(key)
+        self.key = key
+
+
+def _refuse_duplicates(pairs: list[tuple[str, Any]]) -> dict[str, Any]:
+    # json keeps the last of two equal keys silently; in a prediction or task line that hides
+    # which value was meant (two "correct" fields), so it is an error.
+    obj = dict(pairs)  # built in C; the key-by-key loop only runs when something repeats
+    if len(obj) != len(pairs):
+        seen: set[str] = set()
+        for key, _ in pairs:
+            if key in seen:
+                raise _DuplicateKey(key)
+            seen.add(key)
+    return obj
+
+
+# What json.loads(text, **options) builds on every call; one instance serves every line.
+_DECODER = json.JSONDecoder(parse_constant=_reject_constant, object_pairs_hook=_refuse_duplicates)
+
+
+def parse_json(text: str, path: str | Path, line: int | None = None) -> Any:
+    """Strict JSON: what ``json.loads`` accepts minus NaN/Infinity, repeated keys in an object,
+    nesting deeper than :data:`MAX_JSON_DEPTH` and lone surrogates (``"\\ud800"`` decodes but
+    cannot be written back as UTF-8, so it would crash at write time). Errors name
+    ``path:line`` and, below the top level, the top-level field the problem is in."""
+    try:
+        obj = _DECODER.decode(text)
+    except _DuplicateKey as err:
+        raise input_error(f"duplicate key {err.key!r} in one JSON object", path, line) from None
+    except RecursionError:
+        raise input_error(f"JSON nested deeper than {MAX_JSON_DEPTH} levels", path, line) from None
+    except ValueError as err:
+        raise input_error(f"malformed JSON ({err})", path, line) from None
+    # The walk below costs more than the parse. It can only find something when the line holds
+    # a surrogate (raw, or as a \uD800-\uDFFF escape: decoded strings get characters no other
+    # way) or at least MAX_JSON_DEPTH brackets (depth <= brackets + 1); most lines have neither.
+    shallow = text.count("{") + text.count("[") < MAX_JSON_DEPTH
+    if shallow and not _SURROGATE.search(text) and not _SURROGATE_ESCAPE.search(text):
+        return obj
+    # Iterative walk (a recursive one is what deep nesting breaks): depth and strings.
+    stack: list[tuple[Any, int, str | None]] = [(obj, 1, None)]
+    while stack:
+        node, depth, field = stack.pop()
+        if depth > MAX_JSON_DEPTH:
+            raise input_error(f"JSON nested deeper than {MAX_JSON_DEPTH} levels", path, line, field)
+        if isinstance(node, str):
+            if _SURROGATE.search(node):
+                raise input_error(_SURROGATE_MSG, path, line, field)
+        elif isinstance(node, dict):
+            for key, value in node.items():
+                if _SURROGATE.search(key):
+                    raise input_error(f"a key {_SURROGATE_MSG}", path, line, field)
+                stack.append((value, depth + 1, key if field is None else field))
+        elif isinstance(node, list):
+            stack.extend((value, depth + 1, field) for value in node)
+    return obj
 
 
 def is_finite_number(x: Any) -> bool:
@@ -144,43 +233,73 @@ class JsonlAppender:
 
 
 def load_resumable(path: str | Path) -> list[dict]:
-    """Rows already written by a :class:`JsonlAppender`; a truncated final line is cut off."""
+    """Rows already written by a :class:`JsonlAppender`, validated before anything is changed.
+
+    Every complete line must be a JSON object (errors name file:line, and the file is left as
+    it is). Only a final line without its newline — a write cut short by a kill — is cut off,
+    and only when it looks like the start of a JSON object line.
+    """
+    return [row for _, row in load_resumable_lines(path)]
+
+
+def load_resumable_lines(
+    path: str | Path, check: Callable[[int, dict], None] | None = None
+) -> list[tuple[int, dict]]:
+    """:func:`load_resumable` with the line number of every row; ``check(line, row)`` runs on
+    every row before anything is truncated (a row it refuses leaves the file as it is)."""
     path = Path(path)
     if not path.exists():
         return []
+    if not path.is_file():
+        raise input_error("not a file", path)
     data = path.read_bytes()
     keep = data.rfind(b"\n") + 1  # everything after the last newline is an interrupted write
+    rows: list[tuple[int, dict]] = []
+    for lineno, raw in enumerate(data[:keep].split(b"\n")[:-1], start=1):
+        try:
+            text = raw.decode("utf-8")
+        except UnicodeDecodeError as err:
+            raise input_error(f"not valid UTF-8 (byte {err.start})", path, lineno) from None
+        if not text.strip():
+            continue
+        obj = parse_json(text, path, lineno)
+        if not isinstance(obj, dict):
+            raise input_error(f"expected a JSON object, found {type(obj).__name__}", path, lineno)
+        if check is not None:
+            check(lineno, obj)
+        rows.append((lineno, obj))
     if keep != len(data):
+        tail = data[keep:]
+        if tail.strip() and not tail.lstrip().startswith(b"{"):
+            lineno = data[:keep].count(b"\n") + 1
+            raise input_error(
+                "not a JSON line and not a write cut short (a cut-off line starts with '{')",
+                path,
+                lineno,
+            )
         with path.open("r+b") as fh:
             fh.truncate(keep)
-    rows = []
-    for line in data[:keep].decode("utf-8").splitlines():
-        if line.strip():
-            rows.append(json.loads(line))
     return rows
 
 
-def prepare_out_dir(out: str | Path, *, overwrite: bool = False, resume: bool = False) -> Path:
-    """Create ``out`` for a run. A non-empty directory is refused unless ``overwrite`` (which
-    empties it) or ``resume`` (which keeps what is there so the run continues from it)."""
-    out = Path(out)
-    if out.exists() and not out.is_dir():
-        raise CompatlmError(f"--out {out}: exists and is not a directory")
-    if out.exists() and any(out.iterdir()):
-        if overwrite:
-            shutil.rmtree(out)
-        elif not resume:
-            raise CompatlmError(
-                f"--out {out}: directory is not empty; pass --overwrite to replace it"
-                " or --resume to continue the run in it"
-            )
-    try:
-        out.mkdir(parents=True, exist_ok=True)
-    except OSError as err:
-        raise CompatlmError(f"--out {out}: cannot create directory ({err.strerror})") from None
-    if not os.access(out, os.W_OK):
-        raise CompatlmError(f"--out {out}: directory is not writable")
-    return out
+def prepare_out_dir(
+    out: str | Path,
+    *,
+    kind: str = "run",
+    overwrite: bool = False,
+    resume: bool = False,
+    inputs: Iterable[str | Path] = (),
+    resumable: bool = True,
+) -> Path:
+    """Create ``out`` for a run of ``kind``. A non-empty directory is refused unless
+    ``overwrite`` (which empties it, only if compatlm made it and no ``inputs`` lie inside) or
+    ``resume`` (which keeps what is there so the run continues from it); ``resumable=False``
+    words the refusal for commands without ``--resume``. See :mod:`compatlm.rundir`."""
+    from compatlm.rundir import prepare_out_dir as prepare
+
+    return prepare(
+        out, kind=kind, overwrite=overwrite, resume=resume, inputs=inputs, resumable=resumable
+    )
 
 
 def git_hash() -> str | None:
@@ -222,6 +341,8 @@ def env_info(**extra: Any) -> dict[str, Any]:
         "cpu_count": os.cpu_count(),
         "versions": versions,
         "git_hash": git_hash(),
+        # When the run started (UTC): reports show it as the run's date.
+        "created": datetime.now(timezone.utc).isoformat(timespec="seconds"),
     }
     try:
         import torch

@@ -3,8 +3,16 @@
 ``load_model(spec, trainable=...)`` turns a :class:`~compatlm.spec.ModelSpec` into fresh model
 and tokenizer objects (never a caller's model mutated), with safe defaults: no remote code,
 safetensors only unless pickle is explicitly allowed. Before PEFT touches an adapter we check it
-fits the base (module names and shapes), so a wrong adapter is a one-line error instead of a
-stack trace from deep inside a library.
+fits the base (module names and shapes; see :mod:`compatlm.adapters`), so a wrong adapter is a
+one-line error instead of a stack trace from deep inside a library.
+
+:func:`preflight` runs every check that needs no weights — paths, ``config.json`` and
+``adapter_config.json`` (:mod:`compatlm.model_files`), adapter fit on a meta-device skeleton,
+whether each task's examples fit the context (tokenizer only) — so a bad input fails before any
+output exists or an earlier model has run. A path-like spec that does not exist is an error, not
+a hub lookup, and hub ids load from the local cache only while offline (:mod:`compatlm.hub`).
+A GGUF base (a ``.gguf`` file, ``pkg:<name>``) is checked and converted into its cache entry by
+:mod:`compatlm.gguf` first; from then on it is an ordinary local base.
 """
 
 from __future__ import annotations
@@ -12,34 +20,82 @@ from __future__ import annotations
 import hashlib
 import json
 import logging
-import os
+from collections.abc import Sequence
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
 import torch
 
-from compatlm.config import RuntimeConfig
+from compatlm.adapters import (
+    TIED_HEAD_FIX,
+    adapter_config,
+    adapter_tensors,
+    check_adapter_fits,
+    tied_head_target,
+    warn_if_other_base,
+)
+from compatlm.config import DEVICES, RuntimeConfig
 from compatlm.errors import CompatlmError
+from compatlm.hub import hub_kwargs, looks_like_path, missing_path_message, not_cached_message
+from compatlm.model_files import check_base_config
 from compatlm.spec import ModelSpec
 
 log = logging.getLogger(__name__)
 
+try:  # transformers >= 5 configs are strict dataclasses validated by huggingface_hub
+    from huggingface_hub.errors import StrictDataclassError
+
+    _CONFIG_VALUE_ERRORS: tuple[type[Exception], ...] = (StrictDataclassError,)
+except ImportError:  # pragma: no cover - older huggingface_hub
+    _CONFIG_VALUE_ERRORS = ()
+
 _DTYPES = {"float32": torch.float32, "bfloat16": torch.bfloat16, "float16": torch.float16}
 
 
+def available_devices() -> list[str]:
+    """The devices this machine can run on, as ``runtime.device`` spells them."""
+    found = ["cpu"]
+    if torch.cuda.is_available():
+        found += [f"cuda:{i}" for i in range(torch.cuda.device_count())]
+    mps = getattr(torch.backends, "mps", None)
+    if mps is not None and mps.is_available():
+        found.append("mps")
+    return found
+
+
 def resolve_device(name: str = "auto") -> torch.device:
+    """``runtime.device`` -> a device that exists here; anything else is a one-line error
+    naming what is available (torch accepts names like ``meta`` or ``xla`` that cannot run a
+    model here, or fails deep inside the first ``.to()``)."""
     if name == "auto":
         if torch.cuda.is_available():
             return torch.device("cuda")
         return torch.device("cpu")
-    try:
-        dev = torch.device(name)
-    except RuntimeError:
-        raise CompatlmError(f"runtime.device: unknown device {name!r}") from None
-    if dev.type == "cuda" and not torch.cuda.is_available():
-        raise CompatlmError(f"runtime.device: {name!r} asked for but CUDA is not available")
-    return dev
+    here = available_devices()
+    kind, _, index = name.partition(":")
+    known = kind in ("cpu", "cuda", "mps") and (not index or (kind == "cuda" and index.isdigit()))
+    if not known:
+        raise CompatlmError(
+            f"runtime.device: unknown device {name!r}; expected {DEVICES}"
+            f" (available here: {', '.join(here)})"
+        )
+    if kind == "cuda" and not torch.cuda.is_available():
+        raise CompatlmError(
+            f"runtime.device: {name!r} asked for but CUDA is not available"
+            f" (available here: {', '.join(here)})"
+        )
+    if kind == "cuda" and index and int(index) >= torch.cuda.device_count():
+        raise CompatlmError(
+            f"runtime.device: {name!r} asked for but this machine has"
+            f" {torch.cuda.device_count()} CUDA device(s) (available here: {', '.join(here)})"
+        )
+    if kind == "mps" and "mps" not in here:
+        raise CompatlmError(
+            f"runtime.device: 'mps' asked for but MPS is not available"
+            f" (available here: {', '.join(here)})"
+        )
+    return torch.device(name)
 
 
 def resolve_dtype(name: str, device: torch.device) -> torch.dtype:
@@ -61,7 +117,34 @@ class LoadedModel:
 
 
 def _is_local(name: str) -> bool:
-    return name.startswith((".", "/", "~")) or os.path.exists(name)
+    return looks_like_path(name)
+
+
+def _require_path(name: str, what: str) -> None:
+    """A path-like name that does not exist is a typo, never a hub lookup (see compatlm.hub)."""
+    if looks_like_path(name) and not Path(name).expanduser().exists():
+        raise CompatlmError(f"{what} {name}: {missing_path_message(name)}")
+
+
+def _hf_base(spec: ModelSpec) -> ModelSpec:
+    """``spec``, or for a GGUF base (a ``.gguf`` file, ``pkg:<name>``) the spec of its checked,
+    converted and cached Hugging Face directory (:mod:`compatlm.gguf`)."""
+    from compatlm.gguf import is_gguf_base, resolve_spec
+
+    return resolve_spec(spec) if is_gguf_base(spec.base) else spec
+
+
+def _first_line(err: Exception) -> str:
+    text = str(err).strip()
+    return text.splitlines()[0] if text else type(err).__name__
+
+
+def _base_error(spec: ModelSpec, doing: str, err: Exception) -> CompatlmError:
+    """One line for a failed ``from_pretrained`` of the base; an uncached hub id while offline
+    says so instead of relaying transformers' connection advice."""
+    offline = not_cached_message(spec.base)
+    detail = offline if offline is not None else f"cannot {doing} ({_first_line(err)})"
+    return CompatlmError(f"base model {spec.base}: {detail}")
 
 
 def _check_local_weights(path: Path, allow_pickle: bool, what: str) -> None:
@@ -84,14 +167,17 @@ def load_tokenizer(spec: ModelSpec | str, runtime: RuntimeConfig | None = None) 
 
     spec = ModelSpec.parse(spec)
     runtime = runtime or RuntimeConfig()
-    if _is_local(spec.base) and not Path(spec.base).expanduser().exists():
-        raise CompatlmError(f"base model {spec.base}: path does not exist")
+    _require_path(spec.base, "base model")
+    source = _hf_base(spec)
     try:
         tok = AutoTokenizer.from_pretrained(
-            spec.base, revision=spec.base_revision, trust_remote_code=runtime.trust_remote_code
+            source.base,
+            revision=source.base_revision,
+            trust_remote_code=runtime.trust_remote_code,
+            **hub_kwargs(source.base),
         )
     except (OSError, ValueError) as err:
-        raise CompatlmError(f"base model {spec.base}: cannot load tokenizer ({err})") from None
+        raise _base_error(spec, "load tokenizer", err) from None
     if tok.pad_token_id is None:
         if tok.eos_token_id is None:
             raise CompatlmError(f"tokenizer of {spec.base}: has neither a pad nor an eos token")
@@ -140,146 +226,80 @@ def require_same_tokenizer(
         )
 
 
-def adapter_config(adapter: str | Path) -> dict[str, Any]:
-    path = Path(adapter)
-    cfg_file = path / "adapter_config.json"
-    if not path.exists():
-        raise CompatlmError(f"adapter {path}: path does not exist")
-    if not path.is_dir():
-        raise CompatlmError(f"adapter {path}: expected a PEFT adapter directory, found a file")
-    if not cfg_file.is_file():
-        raise CompatlmError(
-            f"adapter {path}: no adapter_config.json (not a PEFT adapter directory)"
-        )
-    try:
-        return json.loads(cfg_file.read_text(encoding="utf-8"))
-    except (ValueError, UnicodeDecodeError) as err:
-        raise CompatlmError(f"{cfg_file}: malformed JSON ({err})") from None
-
-
-def _adapter_tensors(adapter: Path, allow_pickle: bool) -> dict[str, tuple[int, ...]]:
-    """Shapes of the adapter's saved tensors, read without loading them all."""
-    st = adapter / "adapter_model.safetensors"
-    if st.is_file():
-        from safetensors import safe_open
-
-        try:
-            with safe_open(str(st), framework="pt") as fh:
-                return {k: tuple(fh.get_slice(k).get_shape()) for k in fh.keys()}  # noqa: SIM118
-        except Exception as err:  # safetensors raises several private error types
-            raise CompatlmError(f"{st}: unreadable safetensors file ({err})") from None
-    if (adapter / "adapter_model.bin").is_file():
-        if not allow_pickle:
-            raise CompatlmError(
-                f"adapter {adapter}: only adapter_model.bin (pickle) found; refused —"
-                " pass runtime.allow_pickle=true if you trust it"
-            )
-        sd = torch.load(adapter / "adapter_model.bin", map_location="cpu", weights_only=True)
-        return {k: tuple(v.shape) for k, v in sd.items()}
-    raise CompatlmError(f"adapter {adapter}: no adapter_model.safetensors")
-
-
-def check_adapter_fits(base_model: Any, adapter: str | Path, *, allow_pickle: bool = False) -> None:
-    """Refuse an adapter whose modules the base lacks or whose shapes differ from the base's."""
-    adapter = Path(adapter)
-    cfg = adapter_config(adapter)
-    shapes = _adapter_tensors(adapter, allow_pickle)
-    modules = dict(base_model.named_modules())
-    arch = type(base_model).__name__
-    n_lora = 0
-    for key, shape in shapes.items():
-        for part in (".lora_A.", ".lora_B.", ".lora_embedding_A", ".lora_embedding_B"):
-            if part in key:
-                break
-        else:
-            continue
-        n_lora += 1
-        name = key.removeprefix("base_model.model.").split(part)[0]
-        mod = modules.get(name)
-        if mod is None:
-            raise CompatlmError(
-                f"adapter {adapter}: targets module {name!r} which the base ({arch}) does not have;"
-                " the adapter was made for another architecture"
-            )
-        weight = getattr(mod, "weight", None)
-        if weight is None or weight.dim() != 2:
-            continue
-        if "lora_embedding" in part:
-            in_f, out_f = weight.shape  # embeddings store (num_embeddings, dim)
-            bad = shape[-1] != in_f if part.endswith("_A") else shape[0] != out_f
-        else:
-            out_f, in_f = weight.shape  # nn.Linear stores (out_features, in_features)
-            bad = shape[-1] != in_f if part == ".lora_A." else shape[0] != out_f
-        if bad:
-            raise CompatlmError(
-                f"adapter {adapter}: tensor {key} has shape {list(shape)} but base module {name!r}"
-                f" has in={in_f}, out={out_f}; the adapter was made for a base of another size"
-            )
-    if n_lora == 0:
-        raise CompatlmError(f"adapter {adapter}: contains no LoRA weights")
-    recorded = cfg.get("base_model_name_or_path")
-    if recorded:
-        log.debug("adapter %s records base %s", adapter, recorded)
-    tied = getattr(base_model.config, "tie_word_embeddings", False)
-    targets = cfg.get("target_modules") or []
-    if tied and ("lm_head" in targets or any(".lm_head." in k for k in shapes)):
-        log.warning(
-            "adapter %s targets lm_head, which this base ties to the input embeddings: merged"
-            " weights and some loaders will be wrong; prefer untied bases or drop lm_head",
-            adapter,
-        )
-
-
-def warn_if_other_base(spec: ModelSpec) -> str | None:
-    """Porting an adapter across bases is legitimate (PortLLM), so this only warns."""
-    if spec.adapter is None:
-        return None
-    recorded = adapter_config(spec.adapter).get("base_model_name_or_path")
-    if not recorded:
-        return None
-    same = os.path.realpath(recorded) == os.path.realpath(spec.base) or recorded == spec.base
-    if same:
-        return None
-    msg = (
-        f"adapter {spec.adapter} was trained on base {recorded!r}, now applied to {spec.base!r}"
-        " (fine if you are porting it on purpose)"
-    )
-    log.warning(msg)
-    return msg
-
-
-def meta_base(spec: ModelSpec | str, runtime: RuntimeConfig | None = None) -> Any:
-    """The base model of ``spec`` built on the meta device (shapes only, no weights loaded)."""
-    from transformers import AutoConfig, AutoModelForCausalLM
+def base_config(spec: ModelSpec | str, runtime: RuntimeConfig | None = None) -> Any:
+    """The transformers config of ``spec``'s base; a local ``config.json`` is validated first
+    (JSON object, known ``model_type``) so its problems name the file and field."""
+    from transformers import AutoConfig
 
     spec = ModelSpec.parse(spec)
     runtime = runtime or RuntimeConfig()
-    if spec.base.startswith((".", "/", "~")) and not Path(spec.base).expanduser().exists():
-        raise CompatlmError(f"base model {spec.base}: path does not exist")
+    _require_path(spec.base, "base model")
+    spec = _hf_base(spec)
+    local_cfg = Path(spec.base).expanduser() / "config.json"
+    if looks_like_path(spec.base) and local_cfg.is_file():
+        check_base_config(local_cfg, trust_remote_code=runtime.trust_remote_code)
     try:
-        config = AutoConfig.from_pretrained(
-            spec.base, revision=spec.base_revision, trust_remote_code=runtime.trust_remote_code
+        return AutoConfig.from_pretrained(
+            spec.base,
+            revision=spec.base_revision,
+            trust_remote_code=runtime.trust_remote_code,
+            **hub_kwargs(spec.base),
         )
-    except (OSError, ValueError) as err:
-        first = str(err).strip().splitlines()[0] if str(err).strip() else type(err).__name__
-        raise CompatlmError(f"base model {spec.base}: cannot read its config ({first})") from None
-    with torch.device("meta"):
-        return AutoModelForCausalLM.from_config(config, trust_remote_code=runtime.trust_remote_code)
+    except _CONFIG_VALUE_ERRORS as err:
+        # transformers validates config fields (a string hidden_size); the message names it.
+        where = str(local_cfg) if local_cfg.is_file() else f"config of base model {spec.base}"
+        raise CompatlmError(f"{where}: {err}") from None  # folded to one line
+    except (OSError, ValueError, TypeError, KeyError) as err:
+        raise _base_error(spec, "read its config", err) from None
 
 
-def preflight(spec: ModelSpec | str, runtime: RuntimeConfig | None = None) -> None:
+def meta_base(
+    spec: ModelSpec | str, runtime: RuntimeConfig | None = None, config: Any = None
+) -> Any:
+    """The base model of ``spec`` built on the meta device (shapes only, no weights loaded)."""
+    from transformers import AutoModelForCausalLM
+
+    spec = ModelSpec.parse(spec)
+    runtime = runtime or RuntimeConfig()
+    config = config if config is not None else base_config(spec, runtime)
+    try:
+        with torch.device("meta"):
+            return AutoModelForCausalLM.from_config(
+                config, trust_remote_code=runtime.trust_remote_code
+            )
+    except (ValueError, TypeError, KeyError, AttributeError, RuntimeError) as err:
+        # Values of the right type that the architecture still cannot use (a negative size,
+        # a custom class that fails to build).
+        raise CompatlmError(
+            f"base model {spec.base}: transformers cannot build a causal LM from its config"
+            f" ({_first_line(err)})"
+        ) from None
+
+
+def preflight(
+    spec: ModelSpec | str,
+    runtime: RuntimeConfig | None = None,
+    *,
+    tasks: Sequence[Any] = (),
+    checked: set[tuple[str, int, str]] | None = None,
+) -> None:
     """Every check :func:`load_model` makes that needs no weights, so a bad spec fails before
-    a run directory is created or an earlier model spends minutes: local paths exist, weights
-    are safetensors (or pickle is allowed), the adapter is a PEFT directory whose LoRA tensors
-    fit the base. The fit is checked on a weightless copy of the base built on the ``meta``
-    device from its config.json (local bases only; hub bases are checked when loaded).
+    a run directory is created or an earlier model spends minutes: local paths exist (a
+    path-like name is never sent to the hub), weights are safetensors (or pickle is allowed),
+    ``config.json`` and ``adapter_config.json`` are valid, and the adapter's LoRA tensors fit
+    the base — checked on a weightless copy built on the ``meta`` device from the config.
+
+    ``tasks`` (resolved tasks this model will run) are tokenised with the base's tokenizer to
+    check every example fits the context length (:mod:`compatlm.tasks.fit`); ``checked``
+    remembers (tokenizer, max length, task) triples already checked across calls.
     """
     spec = ModelSpec.parse(spec)
     runtime = runtime or RuntimeConfig()
     resolve_device(runtime.device)
-    local_base = _is_local(spec.base)
-    base_dir = Path(spec.base).expanduser()
-    if local_base:
+    _require_path(spec.base, "base model")
+    spec = _hf_base(spec)  # a GGUF base: header checks, then its converted cache entry
+    if looks_like_path(spec.base):
+        base_dir = Path(spec.base).expanduser()
         _check_local_weights(base_dir, runtime.allow_pickle, "base model")
         if not (base_dir / "config.json").is_file():
             raise CompatlmError(
@@ -287,15 +307,42 @@ def preflight(spec: ModelSpec | str, runtime: RuntimeConfig | None = None) -> No
             )
         if not any(any(base_dir.glob(f"*{ext}")) for ext in (".safetensors", ".bin", ".pt")):
             raise CompatlmError(f"base model {spec.base}: no weights (*.safetensors) found")
-    if spec.adapter is None:
-        return
-    adapter_config(spec.adapter)
-    _adapter_tensors(Path(spec.adapter), runtime.allow_pickle)
-    if not local_base:
-        return
-    # Shapes only: a meta-device instance built from config.json costs no memory or weights.
+    config = base_config(spec, runtime)
+    # Shapes only: a meta-device instance costs no memory and proves the config is buildable.
+    skeleton = meta_base(spec, runtime, config)
+    if spec.adapter is not None:
+        # adapter_config.json, then tensor names and shapes against the skeleton's modules.
+        check_adapter_fits(skeleton, spec.adapter, allow_pickle=runtime.allow_pickle)
+    if tasks:
+        from compatlm.tasks.fit import check_tasks_fit
+
+        check_tasks_fit(tasks, load_tokenizer(spec, runtime), config, checked)
+
+
+def check_lora_head(
+    spec: ModelSpec | str, target_modules: Any = None, runtime: RuntimeConfig | None = None
+) -> None:
+    """Train-time guard: refuse a LoRA on an output head tied to the input embeddings (merging
+    it changes the input embeddings too; lm-eval's peft loading breaks on it).
+
+    ``target_modules`` are those of a fresh LoRA; when ``spec`` names an adapter (training
+    continues it), the adapter's own ``target_modules`` and saved tensors decide.
+    """
+    spec = ModelSpec.parse(spec)
+    runtime = runtime or RuntimeConfig()
     skeleton = meta_base(spec, runtime)
-    check_adapter_fits(skeleton, spec.adapter, allow_pickle=runtime.allow_pickle)
+    if spec.adapter is not None:
+        targets = adapter_config(spec.adapter).get("target_modules")
+        keys = adapter_tensors(Path(spec.adapter).expanduser(), runtime.allow_pickle)
+        where = f"adapter {spec.adapter}"
+    else:
+        keys, targets, where = {}, target_modules, "lora.target_modules"
+    head = tied_head_target(skeleton, targets, keys)
+    if head is not None:
+        raise CompatlmError(
+            f"{where}: a LoRA on {head!r}, which base {spec.base} ties to its input embeddings,"
+            f" breaks merge_and_unload and lm-eval's peft loading; {TIED_HEAD_FIX}"
+        )
 
 
 def load_base(
@@ -303,19 +350,24 @@ def load_base(
 ) -> Any:
     from transformers import AutoModelForCausalLM
 
-    if _is_local(spec.base):
-        _check_local_weights(Path(spec.base).expanduser(), runtime.allow_pickle, "base model")
+    _require_path(spec.base, "base model")
+    source = _hf_base(spec)
+    if _is_local(source.base):
+        _check_local_weights(Path(source.base).expanduser(), runtime.allow_pickle, "base model")
     try:
         model = AutoModelForCausalLM.from_pretrained(
-            spec.base,
-            revision=spec.base_revision,
+            source.base,
+            revision=source.base_revision,
             dtype=dtype,
             trust_remote_code=runtime.trust_remote_code,
             use_safetensors=None if runtime.allow_pickle else True,
+            **hub_kwargs(source.base),
         )
     except (OSError, ValueError) as err:
-        first = str(err).strip().splitlines()[0] if str(err).strip() else type(err).__name__
-        raise CompatlmError(f"base model {spec.base}: cannot load ({first})") from None
+        raise _base_error(spec, "load", err) from None
+    if source is not spec:
+        # Adapters trained on it record the GGUF (or pkg:) base, not the cache directory.
+        model.name_or_path = model.config.name_or_path = spec.base
     return model.to(device)
 
 

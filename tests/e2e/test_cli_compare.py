@@ -82,7 +82,10 @@ def test_gate_exit_codes(tmp_path, capsys):
             "negative_flip_rate>0.25",
         ]
     )
-    assert code == 0 and "gate passed: 1 condition(s)" in capsys.readouterr().out
+    captured = capsys.readouterr()
+    # Same wording and stream as `compatlm eval`: the outcome on stderr, stdout keeps results.
+    assert code == 0 and "gate passed: negative_flip_rate>0.25\n" in captured.err
+    assert "gate passed" not in captured.out
 
 
 @pytest.mark.parametrize(
@@ -90,8 +93,8 @@ def test_gate_exit_codes(tmp_path, capsys):
     [
         ([], '{"example_id": "0", "correct": 1}', "field 'correct': expected true or false"),
         ([], '{"example_id": "0", "correct": true, "score": 7}', "field 'score'"),
-        (["--fail-if", "nfr>0.1"], None, "unknown metric 'nfr'"),
-        (["--tolerance", "-1"], None, "field 'tolerance'"),
+        (["--fail-if", "nrf>0.1"], None, "unknown metric 'nrf'"),
+        (["--tolerance", "-1"], None, "argument --tolerance: expected a finite number >= 0"),
     ],
 )
 def test_bad_input_exit_2_and_no_output(tmp_path, capsys, extra, bad_line, fragment):

@@ -164,8 +164,14 @@ def test_gate_exit_codes(full_run, eval_config, tmp_path, capsys):
     shutil.copytree(full_run, out)
     args = ["eval", str(eval_config), "--out", str(out), "--resume"]
     assert main([*args, "--fail-if", "negative_flip_rate>=0"]) == 1
-    assert "gate failed" in capsys.readouterr().err
+    err = capsys.readouterr().err
+    # The wording of `compatlm compare`: condition, then where it held and by how much.
+    assert "gate failed: negative_flip_rate>=0: " in err and "old_vs_new" in err
     assert main([*args, "--fail-if", "negative_flip_rate>1"]) == 0
+    captured = capsys.readouterr()
+    assert (
+        "gate passed: negative_flip_rate>1\n" in captured.err and "gate passed" not in captured.out
+    )
 
 
 def test_refuses_non_empty_out_and_bad_input(full_run, eval_config, tmp_path, capsys):

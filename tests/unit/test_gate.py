@@ -65,7 +65,11 @@ def test_parse_condition_forms():
     [
         ("negative_flip_rate", "expected name OP number"),
         ("negative_flip_rate=>0.1", "expected name OP number"),
-        ("nfr>0.1", "unknown metric 'nfr'; valid names: negative_flip_rate, positive_flip_rate"),
+        (
+            "negative_flips_rate>0.1",
+            "unknown metric 'negative_flips_rate' (did you mean 'negative_flip_rate'?); valid"
+            " names: negative_flip_rate, positive_flip_rate",
+        ),
         ("negative_flip_rate>abc", "expected a finite number after >, found 'abc'"),
         ("negative_flip_rate>nan", "expected a finite number"),
         ("a:b:c:negative_flip_rate>0", "expected [task:][reference_vs_other:]"),

@@ -119,6 +119,7 @@ def test_hellaswag_from_parquet_directory(tmp_path):
         ("is here.", " sits.", "a", "b"),
         3,
         "activitynet",
+        "activitynet~v_x",
     )  # " sits.": lm-eval strips before removing "[step]", so the space stays
     assert b.context == "Home and Garden: How to clean a sink. Use vinegar."
     assert (b.id, b.label, b.slice) == ("7", 0, "wikihow")

@@ -1,7 +1,9 @@
-"""``compatlm compare`` (prediction files or a run directory -> flips, metrics.json, reports)
-and ``compatlm report`` (re-render a run directory's reports, optionally re-check the gate).
+"""``compatlm compare``: prediction files or a run directory -> flips, metrics.json, reports.
 
-Exit codes: 0 = done (gate passed), 1 = a ``--fail-if`` condition held, 2 = bad input.
+:func:`print_summary` (the console table) is shared with ``compatlm report``. Exit codes:
+0 = done (gate passed), 1 = a ``--fail-if`` condition held, 2 = bad input, 3 = internal error.
+Names from the files (tasks, roles, paths) are printed through
+:func:`~compatlm.errors.printable`: a prediction file must not be able to drive the terminal.
 """
 
 from __future__ import annotations
@@ -11,7 +13,11 @@ import sys
 from pathlib import Path
 from typing import Any
 
-COMPARE_EPILOG = """\
+from compatlm.cli import argtypes
+from compatlm.cli.common import add_fail_if, load_config, print_gate
+from compatlm.errors import printable
+
+EPILOG = """\
 examples:
   compatlm compare old.jsonl new.jsonl --out runs/cmp
   compatlm compare old.jsonl new.jsonl --out runs/cmp --overwrite \\
@@ -24,27 +30,8 @@ Inputs: compatlm prediction files, minimal JSONL lines ({"example_id": "7", "cor
 or lm-eval --log_samples files (samples_<task>_<date>.jsonl).
 --fail-if syntax: [task:][reference_vs_other:]metric OP number, OP in > >= < <= == !=;
 without a reference_vs_other scope it applies to every comparison against the old model.
-Exit codes: 0 ok, 1 a --fail-if condition held, 2 bad input.
+Exit codes: 0 ok, 1 a --fail-if condition held, 2 bad input, 3 internal error.
 """
-
-REPORT_EPILOG = """\
-examples:
-  compatlm report runs/eval
-  compatlm report runs/cmp --fail-if "negative_flip_rate>0.02"
-
-Re-renders report.md, report.html and plots/ from metrics.json and flips/ alone (offline).
-Exit codes: 0 ok, 1 a --fail-if condition held, 2 bad input.
-"""
-
-
-def _add_gate(p: argparse.ArgumentParser) -> None:
-    p.add_argument(
-        "--fail-if",
-        action="append",
-        default=[],
-        metavar="COND",
-        help='exit 1 when COND holds, e.g. "negative_flip_rate>0.02" (repeatable)',
-    )
 
 
 def register(subparsers: argparse._SubParsersAction) -> None:
@@ -53,18 +40,32 @@ def register(subparsers: argparse._SubParsersAction) -> None:
         help="compare prediction files (or a run directory): flips, metrics.json, reports",
         description="Join two prediction sets on example_id and measure negative flips, "
         "compatibility scores and paired statistics.",
-        epilog=COMPARE_EPILOG,
+        epilog=EPILOG,
         formatter_class=argparse.RawDescriptionHelpFormatter,
     )
     p.add_argument("inputs", nargs="+", metavar="OLD NEW | RUN_DIR")
     p.add_argument("--out", help="output directory (required with two files)")
     p.add_argument("--overwrite", action="store_true", help="replace a non-empty --out")
-    _add_gate(p)
+    add_fail_if(p)
     p.add_argument("--config", help="YAML with CompareConfig keys (flags override it)")
-    p.add_argument("--tolerance", type=float, help="similarity flips need |ΔS| > X (default 0)")
-    p.add_argument("--bootstrap", type=int, help="paired bootstrap resamples (0 = no CIs)")
-    p.add_argument("--confidence", type=float, help="CI level (default 0.95)")
-    p.add_argument("--seed", type=int, help="bootstrap seed (default 0)")
+    p.add_argument(
+        "--tolerance",
+        type=argtypes.non_negative_float,
+        help="similarity flips need |ΔS| > X (default 0)",
+    )
+    p.add_argument(
+        "--bootstrap",
+        type=argtypes.non_negative_int,
+        help="paired bootstrap resamples (0 = no CIs)",
+    )
+    p.add_argument(
+        "--confidence",
+        type=argtypes.finite_float(0.0, 1.0, low_open=True, high_open=True),
+        help="CI level, in (0, 1) (default 0.95)",
+    )
+    p.add_argument(
+        "--seed", type=argtypes.seed, help=f"bootstrap seed, 0..{argtypes.SEED_MAX} (default 0)"
+    )
     p.add_argument(
         "--allow-prompt-mismatch",
         action="store_true",
@@ -72,7 +73,15 @@ def register(subparsers: argparse._SubParsersAction) -> None:
         help="compare even when prompt_hash differs (recorded as a warning)",
     )
     p.add_argument(
-        "--noise-margin", type=float, help="label flips with |margin| below X on both sides"
+        "--allow-metric-mismatch",
+        action="store_true",
+        default=None,
+        help="compare even when the metric (acc/acc_norm) or lm-eval filter differs (warning)",
+    )
+    p.add_argument(
+        "--noise-margin",
+        type=argtypes.non_negative_float,
+        help="label flips with |margin| below X (>= 0) on both sides",
     )
     p.add_argument(
         "--filter", help="lm-eval samples: which filter's rows (default: the only one/none)"
@@ -84,32 +93,25 @@ def register(subparsers: argparse._SubParsersAction) -> None:
     p.add_argument("--baseline", default="new", help="run dir mode: baseline for candidates (new)")
     p.set_defaults(func=run_compare)
 
-    r = subparsers.add_parser(
-        "report",
-        help="re-render report.md/report.html of a run directory from its files",
-        description="Render the reports of a run directory from metrics.json and flips/.",
-        epilog=REPORT_EPILOG,
-        formatter_class=argparse.RawDescriptionHelpFormatter,
-    )
-    r.add_argument("run_dir", metavar="RUN_DIR")
-    _add_gate(r)
-    r.set_defaults(func=run_report)
-
 
 def _config(args: argparse.Namespace):
-    from compatlm.config import CompareConfig, build_config, read_yaml
+    from compatlm.config import CompareConfig
 
-    data: dict[str, Any] = read_yaml(args.config) if args.config else {}
     flags = {
         "tolerance": args.tolerance,
         "bootstrap": args.bootstrap,
         "confidence": args.confidence,
         "seed": args.seed,
         "allow_prompt_mismatch": args.allow_prompt_mismatch,
+        "allow_metric_mismatch": args.allow_metric_mismatch,
     }
-    data.update({k: v for k, v in flags.items() if v is not None})
-    data["fail_if"] = list(data.get("fail_if") or []) + list(args.fail_if)
-    return build_config(CompareConfig, data, args.config or "command line")
+    return load_config(
+        CompareConfig,
+        args.config,
+        flags=flags,
+        append={"fail_if": args.fail_if},
+        source=args.config or "command line",
+    )
 
 
 def run_compare(args: argparse.Namespace) -> int:
@@ -131,6 +133,7 @@ def run_compare(args: argparse.Namespace) -> int:
             noise_margin=args.noise_margin,
             filter=args.filter,
             metric=args.metric,
+            inputs=[args.config] if args.config else [],
         )
         out = Path(args.out)
     elif len(args.inputs) == 1 and Path(args.inputs[0]).is_dir():
@@ -150,38 +153,31 @@ def run_compare(args: argparse.Namespace) -> int:
         raise CompatlmError(
             f"expected OLD NEW prediction files or one run directory, found {args.inputs!r}"
         )
-    _summary(doc)
+    print_summary(doc)
     _paths(out, doc)
-    return _gate(doc, conditions)
+    return print_gate(doc, cfg.fail_if) if conditions else 0
 
 
-def run_report(args: argparse.Namespace) -> int:
-    from compatlm.eval.gate import parse_conditions
-    from compatlm.report import load_run, render_report
-
-    conditions = parse_conditions(args.fail_if)
-    written = render_report(args.run_dir)
-    doc = load_run(args.run_dir).doc
-    _summary(doc)
-    for path in written:
-        print(f"wrote {path}")
-    return _gate(doc, conditions)
-
-
-def _summary(doc: dict[str, Any]) -> None:
+def print_summary(doc: dict[str, Any]) -> None:
     from rich.console import Console
     from rich.table import Table
 
-    from compatlm.report.fmt import pct, pvalue
+    from compatlm.report.fmt import num, pct, pvalue
+    from compatlm.report.primary import is_similarity
 
     table = Table(title="compatlm compare")
     for col in ("task", "comparison", "N", "acc ref", "acc other", "NFR", "PFR", "McNemar p"):
         table.add_column(col, justify="left" if col in ("task", "comparison") else "right")
+    # Similarity tasks (ROUGE ...): correct is only score >= pass_threshold, so their flips are
+    # the score's (own table below), not accuracy's.
+    sims = [c for c in doc["comparisons"] if is_similarity(c)]
     for c in doc["comparisons"]:
+        if any(c is x for x in sims):
+            continue
         m = c["metrics"]
         table.add_row(
-            c["task"],
-            f"{c['reference']} → {c['other']}",
+            printable(c["task"]),
+            printable(f"{c['reference']} → {c['other']}"),
             str(c["n"]),
             pct(m["accuracy_old"], ci=False),
             pct(m["accuracy_new"], ci=False),
@@ -190,27 +186,31 @@ def _summary(doc: dict[str, Any]) -> None:
             pvalue(m["mcnemar_p_value"]),
         )
     console = Console(file=sys.stdout, highlight=False, markup=False)
-    console.print(table)
+    if table.row_count:
+        console.print(table)
+    if sims:
+        sim_table = Table(title="similarity tasks (S = mean score)")
+        for col in ("task", "comparison", "N", "S ref", "S other", "sNFR", "sPFR"):
+            sim_table.add_column(col, justify="left" if col in ("task", "comparison") else "right")
+        for c in sims:
+            m = c["similarity"]["metrics"]
+            sim_table.add_row(
+                printable(c["task"]),
+                printable(f"{c['reference']} → {c['other']}"),
+                str(c["n"]),
+                num(m["mean_score_old"], ci=False),
+                num(m["mean_score_new"], ci=False),
+                pct(m["similarity_negative_flip_rate"], ci=False),
+                pct(m["similarity_positive_flip_rate"], ci=False),
+            )
+        console.print(sim_table)
     for c in doc["comparisons"]:
         for w in c["warnings"]:
-            print(f"warning: {c['task']}: {c['reference']}_vs_{c['other']}: {w}")
+            print(printable(f"warning: {c['task']}: {c['reference']}_vs_{c['other']}: {w}"))
 
 
 def _paths(out: Path, doc: dict[str, Any]) -> None:
     for c in doc["comparisons"]:
-        print(f"wrote {out / c['files']['flips']}")
+        print(printable(f"wrote {out / c['files']['flips']}"))
     for name in ("metrics.json", "report.md", "report.html"):
-        print(f"wrote {out / name}")
-
-
-def _gate(doc: dict[str, Any], conditions: list) -> int:
-    from compatlm.eval.gate import check_gate
-
-    if not conditions:
-        return 0
-    failures = check_gate(doc, conditions)
-    for f in failures:
-        print(f"gate failed: {f.condition}: {f.message}", file=sys.stderr)
-    if not failures:
-        print(f"gate passed: {len(conditions)} condition(s)")
-    return 1 if failures else 0
+        print(printable(f"wrote {out / name}"))

@@ -6,6 +6,8 @@ import argparse
 import time
 from pathlib import Path
 
+from compatlm.cli.common import OVERRIDE_LISTS, add_overrides, load_config
+
 EPILOG = """\
 examples:
   compatlm demo                                  # default family, 1 seed, all four tasks
@@ -13,11 +15,14 @@ examples:
   compatlm demo --seeds 3 --tasks demo_piqa demo_gsm8k
   compatlm demo --family continued --out runs/demo-continued   # + port, interpolate, merge
   compatlm demo --out runs/demo training.epochs=4 mask=old_correct
+  compatlm demo --out runs/demo-grid 'select.grid={mask: [student_wrong, old_correct], kd_weight: [0.5, 1.0]}'
 
 Rerunning the same command resumes: finished steps are reused, unfinished ones continue from
 their checkpoints. The family (tokenizer, old and new bases, task data) is cached under
-~/.cache/compatlm (set COMPATLM_CACHE to move it). Writes --out/report.md, report.html,
-summary.json and one ordinary eval run directory per seed (seed<S>/eval/).
+~/.cache/compatlm (set COMPATLM_CACHE to move it). MUSCLE's setting is chosen per seed and task
+on the validation split (seed<S>/selection/<task>.json) before the test split is evaluated.
+Writes --out/report.md, report.html, summary.json, evidence.json and one ordinary eval run
+directory per seed (seed<S>/eval/).
 """
 
 
@@ -37,19 +42,22 @@ def register(subparsers: argparse._SubParsersAction) -> None:
     p.add_argument("--quick", action="store_true", help="smaller family and data: minutes")
     p.add_argument(
         "--family",
-        choices=("default", "continued"),
+        choices=("default", "continued", "legacy"),
         default="default",
-        help="default: a larger new base trained from scratch; continued: same-shape new base"
-        " that continues the old one's pre-training (port, interpolate and merge then apply)",
+        help="default: skill tasks, a larger new base trained from scratch; continued:"
+        " same-shape new base that continues the old one's pre-training (port, interpolate and"
+        " merge then apply); legacy: the earlier world-facts family",
     )
     p.add_argument("--overwrite", action="store_true", help="start over in --out")
-    p.add_argument("--no-alternatives", action="store_true", help="MUSCLE only (no port etc.)")
-    p.add_argument("overrides", nargs="*", metavar="KEY=VALUE", help="demo config overrides")
-    p.set_defaults(func=run_demo_command)
+    p.add_argument(
+        "--no-alternatives", action="store_true", help="MUSCLE and continue_ce only (no port etc.)"
+    )
+    add_overrides(p, "demo config overrides")
+    # `--tasks a b key=value`: argparse hands trailing overrides to --tasks; they are given back.
+    p.set_defaults(func=run_demo_command, **{OVERRIDE_LISTS: ("tasks",)})
 
 
 def run_demo_command(args: argparse.Namespace) -> int:
-    from compatlm.config import apply_overrides, build_config
     from compatlm.demo.pipeline import DemoConfig, quick_defaults, run_demo
     from compatlm.errors import CompatlmError
 
@@ -58,17 +66,15 @@ def run_demo_command(args: argparse.Namespace) -> int:
     data: dict = quick_defaults() if args.quick else {}
     data.update({"seeds": list(range(args.seeds)), "quick": args.quick, "family": args.family})
     if args.tasks:
-        # `--tasks a b key=value`: argparse hands trailing overrides to --tasks; give them back.
-        args.overrides = [*args.overrides, *(t for t in args.tasks if "=" in t)]
-        data["tasks"] = [t for t in args.tasks if "=" not in t]
+        data["tasks"] = args.tasks
     if args.no_alternatives:
         data["alternatives"] = []
-    cfg = build_config(DemoConfig, apply_overrides(data, args.overrides), "demo")
+    cfg = load_config(DemoConfig, None, args.overrides, data=data, source="demo")
     t0 = time.perf_counter()
     report = run_demo(cfg, Path(args.out), overwrite=args.overwrite)
     out = report.parent
     print(f"demo finished in {time.perf_counter() - t0:.0f} s")
-    for name in ("report.md", "report.html", "summary.json"):
+    for name in ("report.md", "report.html", "summary.json", "evidence.json"):
         print(f"wrote {out / name}")
     for seed in cfg.seeds:
         print(f"wrote {out / f'seed{seed}' / 'eval' / 'report.html'}")

@@ -1,10 +1,14 @@
-"""``compatlm train task|compat`` (task adapters, MUSCLE compatibility adapters) and
-``compatlm cache-teacher`` (precompute teacher_old's top-k for ``train compat``)."""
+"""``compatlm train task|compat``: task adapters and MUSCLE compatibility adapters (or, with
+``--control``, one of MUSCLE's same-budget controls)."""
 
 from __future__ import annotations
 
 import argparse
 from pathlib import Path
+
+from compatlm.cli.common import add_overrides, load_config, print_existing, require_out
+from compatlm.errors import printable
+from compatlm.methods.registry import control_names
 
 TRAIN_EPILOG = """\
 examples:
@@ -36,44 +40,21 @@ examples:
   compatlm train compat configs/train_compat.yaml --out runs/compat focal.alpha=1 focal.beta=5
   compatlm train compat configs/train_compat.yaml --out runs/compat teacher_old=cache \\
       teacher_new=cache          # both teachers precomputed: the fastest steps
+  compatlm train compat configs/train_compat.yaml --out runs/continue_ce --control continue_ce
+  compatlm train compat configs/train_compat.yaml --out runs/kd_new --control kd_new
 
 The student is a LoRA on the NEW base initialised from the new task adapter; load the result as
 NEW_BASE+OUT/adapter. With teacher_old=cache the old model's top-k is computed once into
 OUT/teacher_cache (or cache_dir) and the old base is not kept in memory while training.
-"""
-
-CACHE_EPILOG = """\
-examples:
-  compatlm cache-teacher configs/train_compat.yaml --out runs/cache_piqa
-  compatlm train compat configs/train_compat.yaml --out runs/compat teacher_old=cache \\
-      cache_dir=runs/cache_piqa
-  compatlm cache-teacher configs/train_compat.yaml --teacher new --out runs/cache_piqa_new
-
-Uses the same config as `train compat` (old, new, task, data, mask_prompt, topk, temperature).
---out defaults to cache_dir (--teacher old) or new_cache_dir (--teacher new) of the config.
-The cache refuses to serve another teacher, tokenizer, k, temperature or other token ids.
+diagnostics.json says how many loss tokens followed the old model; budget.json records steps,
+tokens and the learning-rate schedule. --control trains a same-budget control from the same
+config: continue_ce (cross entropy only, kd_weight=0) or kd_new (the new task model as the only
+teacher); compare its NFR with the compatibility adapter's before crediting the old model.
 """
 
 
-class _OverridesParser(argparse.ArgumentParser):
-    """Collects ``KEY=VALUE`` overrides wherever they appear (``CONFIG --out DIR a.b=1``).
-
-    Plain argparse stops filling the ``overrides`` positional once an option follows it; the
-    leftovers that look like ``key=value`` are overrides, anything else stays an error.
-    """
-
-    def parse_known_args(self, args=None, namespace=None):  # type: ignore[override]
-        ns, extra = super().parse_known_args(args, namespace)
-        rest = []
-        for arg in extra:
-            if not arg.startswith("-") and "=" in arg:
-                ns.overrides = [*(getattr(ns, "overrides", None) or []), arg]
-            else:
-                rest.append(arg)
-        return ns, rest
-
-
-def _common(p: argparse.ArgumentParser, *, resume: bool = True) -> None:
+def add_training_args(p: argparse.ArgumentParser, *, resume: bool = True) -> None:
+    """CONFIG, --out, --overwrite (and --resume) and overrides: what every recipe takes."""
     p.add_argument("config", metavar="CONFIG", help="training config (YAML)")
     p.add_argument("--out", help="output directory (default: `out:` of the config)")
     p.add_argument("--overwrite", action="store_true", help="replace a non-empty --out")
@@ -81,7 +62,7 @@ def _common(p: argparse.ArgumentParser, *, resume: bool = True) -> None:
         p.add_argument(
             "--resume", action="store_true", help="continue from --out/checkpoint (same config)"
         )
-    p.add_argument("overrides", nargs="*", metavar="KEY=VALUE", help="config overrides")
+    add_overrides(p)
 
 
 def register(subparsers: argparse._SubParsersAction) -> None:
@@ -92,7 +73,7 @@ def register(subparsers: argparse._SubParsersAction) -> None:
         epilog=TRAIN_EPILOG,
         formatter_class=argparse.RawDescriptionHelpFormatter,
     )
-    recipes = p.add_subparsers(dest="recipe", metavar="RECIPE", parser_class=_OverridesParser)
+    recipes = p.add_subparsers(dest="recipe", metavar="RECIPE")
     p.set_defaults(func=lambda args: (p.print_help(), 2)[1])
 
     task = recipes.add_parser(
@@ -102,7 +83,7 @@ def register(subparsers: argparse._SubParsersAction) -> None:
         epilog=TASK_EPILOG,
         formatter_class=argparse.RawDescriptionHelpFormatter,
     )
-    _common(task)
+    add_training_args(task)
     task.set_defaults(func=run_train_task)
 
     compat = recipes.add_parser(
@@ -113,80 +94,62 @@ def register(subparsers: argparse._SubParsersAction) -> None:
         epilog=COMPAT_EPILOG,
         formatter_class=argparse.RawDescriptionHelpFormatter,
     )
-    _common(compat)
+    add_training_args(compat)
+    compat.add_argument(
+        "--control",
+        choices=control_names(),
+        help="train this same-budget control of the config instead of the compatibility adapter",
+    )
     compat.set_defaults(func=run_train_compat)
 
-    cache = subparsers.add_parser(
-        "cache-teacher",
-        help="precompute the old task model's top-k for `train compat`",
-        description="Run the old task model once over the training data; store its top-k.",
-        epilog=CACHE_EPILOG,
-        formatter_class=argparse.RawDescriptionHelpFormatter,
-    )
-    _common(cache, resume=False)
-    cache.add_argument(
-        "--teacher",
-        choices=("old", "new"),
-        default="old",
-        help="which task model to cache (default: old; new is for teacher_new=cache)",
-    )
-    cache.set_defaults(func=run_cache_teacher)
-    cache.__class__ = _OverridesParser  # the lead's subparsers action creates plain parsers
 
+def training_out(args: argparse.Namespace, cfg_out: str | None) -> Path:
+    """``--out`` (or the config's ``out:``); with ``--overwrite`` it must not hold the config."""
+    out = require_out(args.out, cfg_out)
+    if args.overwrite:
+        from compatlm.rundir import check_inputs_outside
 
-def _out(args: argparse.Namespace, cfg_out: str | None) -> Path:
-    from compatlm.errors import CompatlmError
-
-    out = args.out or cfg_out
-    if not out:
-        raise CompatlmError("no output directory: pass --out DIR or set `out:` in the config")
-    return Path(out)
-
-
-def _print_written(run: Path, names: tuple[str, ...]) -> None:
-    for name in names:
-        if (run / name).exists():
-            print(run / name)
+        # The recipe checks the paths its config names; the config file itself only we know.
+        check_inputs_outside(out, [args.config])
+    return out
 
 
 def run_train_task(args: argparse.Namespace) -> int:
-    from compatlm.config import load_config
     from compatlm.train.config import TrainTaskConfig
-    from compatlm.train.task import train_task
+    from compatlm.train.recipes.task import train_task
 
     cfg = load_config(TrainTaskConfig, args.config, args.overrides)
-    out = _out(args, cfg.out)
+    out = training_out(args, cfg.out)
     adapter = train_task(cfg, out, overwrite=args.overwrite, resume=args.resume)
     if _is_main():
-        _print_written(out, ("config.yaml", "env.json", "train_log.jsonl", "checkpoint"))
-        print(adapter)
+        print_existing(out, ("config.yaml", "env.json", "train_log.jsonl", "checkpoint"))
+        print(printable(adapter))
     return 0
 
 
 def run_train_compat(args: argparse.Namespace) -> int:
-    from compatlm.config import load_config
-    from compatlm.train.compat import train_compat
     from compatlm.train.config import TrainCompatConfig
+    from compatlm.train.recipes.compat import train_compat
 
     cfg = load_config(TrainCompatConfig, args.config, args.overrides)
-    out = _out(args, cfg.out)
+    out = training_out(args, cfg.out)
+    if getattr(args, "control", None):
+        from compatlm.methods.controls import control_config
+
+        cfg = control_config(cfg, args.control)
     adapter = train_compat(cfg, out, overwrite=args.overwrite, resume=args.resume)
     if _is_main():
-        names = ("config.yaml", "env.json", "train_log.jsonl", "checkpoint", "teacher_cache")
-        _print_written(out, names)
-        print(adapter)
-    return 0
-
-
-def run_cache_teacher(args: argparse.Namespace) -> int:
-    from compatlm.config import load_config
-    from compatlm.train.compat import cache_teacher
-    from compatlm.train.config import TrainCompatConfig
-
-    cfg = load_config(TrainCompatConfig, args.config, args.overrides)
-    default = cfg.cache_dir if args.teacher == "old" else cfg.new_cache_dir
-    out = Path(args.out) if args.out else _out(args, default)
-    print(cache_teacher(cfg, out, overwrite=args.overwrite, teacher=args.teacher))
+        names = (
+            "config.yaml",
+            "env.json",
+            "train_log.jsonl",
+            "diagnostics.json",
+            "budget.json",
+            "checkpoint",
+            "teacher_cache",
+        )
+        print_existing(out, names)
+        print(printable(adapter))
     return 0
 
 

@@ -6,10 +6,17 @@ is the run's reference role (``old``); without a task scope, to every task. A co
 *failure* when it holds. A metric that is undefined (null with a reason) on a comparison in
 scope also fails the gate: a check that cannot be evaluated must not pass silently. Conditions
 that match no comparison at all are an input error for the same reason.
+
+Names are the full snake_case metric names of metrics.json; the table abbreviations NFR, PFR,
+BTC and BEC are accepted too (any case). Thresholds are in the metric's own unit and checked
+against its range when parsed: rates are fractions in [0, 1] (reports *show* percent, so
+``negative_flip_rate>5`` is refused with "did you mean 0.05?"), deltas of rates lie in
+[-1, 1], counts are >= 0, ``*_change_percent`` is in percent.
 """
 
 from __future__ import annotations
 
+import difflib
 import math
 import operator
 import re
@@ -20,10 +27,12 @@ from typing import Any
 from compatlm.errors import CompatlmError
 from compatlm.eval.metrics import (
     CLASSIFICATION_METRICS,
+    CLASSIFICATION_RATIOS,
     COUNT_NAMES,
     RELATIVE_METRICS,
     SIMILARITY_COUNT_NAMES,
     SIMILARITY_METRICS,
+    SIMILARITY_RATIOS,
 )
 
 NOISE_COUNTS = ("flips_within_noise", "negative_flips_within_noise")
@@ -43,6 +52,25 @@ _OPS: dict[str, Callable[[float, float], bool]] = {
     ">": operator.gt,
     "<": operator.lt,
 }
+ALIASES = {
+    "nfr": "negative_flip_rate",
+    "pfr": "positive_flip_rate",
+    "btc": "backward_trust_compatibility",
+    "bec": "backward_error_compatibility",
+}
+# Units of thresholds. Ratio metrics and p-values are fractions in [0, 1], differences of
+# them lie in [-1, 1], counts are >= 0; anything else (percent changes, test statistics) only
+# has to be finite.
+SIGNED_FRACTIONS = ("accuracy_delta", "delta_negative_flip_rate", "delta_accuracy")
+FRACTIONS = tuple(
+    name
+    for name in (
+        *(r.name for r in (*CLASSIFICATION_RATIOS, *SIMILARITY_RATIOS)),
+        *(n for n in GATE_NAMES if n.endswith("_p_value")),
+    )
+    if name not in SIGNED_FRACTIONS
+)
+COUNTS = (*COUNT_NAMES, *SIMILARITY_COUNT_NAMES, *NOISE_COUNTS)
 _COND = re.compile(r"^\s*(?P<name>[A-Za-z_][\w]*)\s*(?P<op>>=|<=|==|!=|>|<)\s*(?P<num>\S+)\s*$")
 
 
@@ -90,11 +118,7 @@ def parse_condition(text: str) -> Condition:
             f"--fail-if {text!r}: expected name OP number with OP one of "
             f"{' '.join(sorted(_OPS, key=len))}, e.g. negative_flip_rate>0.02"
         )
-    name = m.group("name")
-    if name not in GATE_NAMES:
-        raise CompatlmError(
-            f"--fail-if {text!r}: unknown metric {name!r}; valid names: {', '.join(GATE_NAMES)}"
-        )
+    name = metric_name(m.group("name"), text)
     try:
         threshold = float(m.group("num"))
     except ValueError:
@@ -104,7 +128,47 @@ def parse_condition(text: str) -> Condition:
             f"--fail-if {text!r}: expected a finite number after {m.group('op')}, "
             f"found {m.group('num')!r}"
         )
+    _check_unit(name, threshold, text)
     return Condition(text, task, pair, name, m.group("op"), threshold)
+
+
+def metric_name(given: str, text: str) -> str:
+    """The full metric name for ``given`` (a full name or an alias, any case)."""
+    low = given.lower()
+    if low in GATE_NAMES:
+        return low
+    if low in ALIASES:
+        return ALIASES[low]
+    close = difflib.get_close_matches(low, [*GATE_NAMES, *ALIASES], n=1, cutoff=0.6)
+    hint = f" (did you mean {ALIASES.get(close[0], close[0])!r}?)" if close else ""
+    raise CompatlmError(
+        f"--fail-if {text!r}: unknown metric {given!r}{hint}; valid names: "
+        f"{', '.join(GATE_NAMES)} (or NFR, PFR, BTC, BEC)"
+    )
+
+
+def _check_unit(name: str, threshold: float, text: str) -> None:
+    """Refuse a threshold outside the metric's range (a percent given for a fraction)."""
+    if name in COUNTS:
+        if threshold < 0:
+            raise CompatlmError(
+                f"--fail-if {text!r}: {name} is a count of instances (>= 0), found {threshold:g}"
+            )
+        return
+    if name in SIGNED_FRACTIONS:
+        low, what = -1.0, "differences of fractions"
+    elif name in FRACTIONS:
+        low, what = 0.0, "fractions"
+    else:
+        return
+    if low <= threshold <= 1.0:
+        return
+    # A percent typed for a fraction: 5 meant 5% = 0.05.
+    hint = f": did you mean {threshold / 100:g}?" if 1 < abs(threshold) <= 100 else ""
+    raise CompatlmError(
+        f"--fail-if {text!r}: {name} is in [{low:g}, 1], found {threshold:g}; rates are "
+        f"{what} (reports show percent){hint}"
+    )
 
 
 def parse_conditions(texts: list[str]) -> list[Condition]:
@@ -188,3 +252,30 @@ def check_gate(doc: dict[str, Any], conditions: list[str] | list[Condition]) -> 
                 + ", ".join(f"{c['task']}:{c['reference']}_vs_{c['other']}" for c in comps)
             )
     return failures
+
+
+NO_GATE = "no --fail-if condition was given"
+
+
+def gate_record(doc: dict[str, Any], conditions: list[str]) -> dict[str, Any]:
+    """The ``gate`` entry of metrics.json: the conditions checked, whether the run passed and
+    each failure. Without conditions ``passed`` is null with the reason (nothing was checked,
+    which is not a pass). A condition matching no comparison raises, as in :func:`check_gate`."""
+    if not conditions:
+        return {"conditions": [], "passed": None, "failures": [], "reason": NO_GATE}
+    failures = check_gate(doc, conditions)
+    return {
+        "conditions": list(conditions),
+        "passed": not failures,
+        "failures": [
+            {
+                "condition": f.condition,
+                "task": f.task,
+                "comparison": f.comparison,
+                "value": f.value,
+                "message": f.message,
+            }
+            for f in failures
+        ],
+        "reason": None,
+    }

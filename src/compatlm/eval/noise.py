@@ -27,12 +27,13 @@ from compatlm.errors import CompatlmError
 from compatlm.eval.runner import argmax_first, decision_scores, score_multiple_choice
 from compatlm.io import atomic_write_json
 from compatlm.models import load_model
+from compatlm.paths import RunLayout
 from compatlm.prompts import model_max_length
 from compatlm.tasks import ResolvedTask, resolve_task
 
 log = logging.getLogger(__name__)
 
-NOISE_FILE = "noise.json"
+NOISE_FILE = "noise.json"  # RunLayout.noise
 _FIRST_IDS = 10  # changed ids named in the output
 
 # example id -> the per-choice decision scores (acc: log-likelihoods; acc_norm: per character)
@@ -88,7 +89,9 @@ def _mc_task(task: ResolvedTask | TaskConfig) -> ResolvedTask:
     return resolved
 
 
-def _decision_scores(loaded: Any, task: ResolvedTask, batch_size: int) -> dict[str, list[float]]:
+def _decision_scores(
+    loaded: Any, task: ResolvedTask, batch_size: int, scoring: str = "cached"
+) -> dict[str, list[float]]:
     model, tok = loaded.model, loaded.tokenizer
     results = score_multiple_choice(
         model,
@@ -97,6 +100,7 @@ def _decision_scores(loaded: Any, task: ResolvedTask, batch_size: int) -> dict[s
         metric=task.metric,
         batch_size=batch_size,
         max_length=model_max_length(model, tok),
+        scoring=scoring,
     )
     return {r.example.id: list(r.decision_scores) for r in results}
 
@@ -112,12 +116,12 @@ def measure_noise(
     ``batch_sizes[1]`` (and ``dtype`` if given); return :func:`score_changes` plus settings."""
     task = _mc_task(task)
     first = load_model(spec, runtime=runtime)
-    reference = _decision_scores(first, task, batch_sizes[0])
+    reference = _decision_scores(first, task, batch_sizes[0], runtime.scoring)
     second = first
     if dtype is not None and dtype != runtime.dtype:
         first.model = None  # one model in memory at a time
         second = load_model(spec, runtime=runtime.model_copy(update={"dtype": dtype}))
-    other = _decision_scores(second, task, batch_sizes[1])
+    other = _decision_scores(second, task, batch_sizes[1], runtime.scoring)
     return {
         "model": spec,
         "task": task.name,
@@ -174,17 +178,17 @@ def measure_run_noise(
     }
     if not groups:
         doc["reason"] = f"no multiple-choice task is evaluated with the {role} model"
-        atomic_write_json(out / NOISE_FILE, doc)
+        atomic_write_json(RunLayout(out).noise, doc)
         return None
     margins: dict[str, float] = {}
     for spec, group in groups.items():
         loaded = load_model(spec, runtime=rt)
         for task in group:
-            on_disk = _scores_on_disk(out / "predictions" / task.name / f"{role}.jsonl")
-            entry = score_changes(on_disk, _decision_scores(loaded, task, batch))
+            on_disk = _scores_on_disk(RunLayout(out).predictions(task.name, role))
+            entry = score_changes(on_disk, _decision_scores(loaded, task, batch, rt.scoring))
             doc["tasks"][task.name] = {"model": spec, "metric": task.metric, **entry}
             margins[task.name] = entry["noise_margin"]
         loaded.model = None
     doc["noise_margin"] = max(margins.values())
-    atomic_write_json(out / NOISE_FILE, doc)
+    atomic_write_json(RunLayout(out).noise, doc)
     return margins

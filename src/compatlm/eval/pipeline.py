@@ -7,26 +7,34 @@ model, rows appended and fsynced chunk by chunk so an interrupted run resumes fr
 (``resume=True`` skips examples already present, keyed by ``example_id``). Finally
 :func:`compatlm.eval.compare_io.compare_run` writes flips, ``metrics.json`` and the reports.
 
-Everything a user can get wrong (task files, metric names, candidate names) is checked before
-the output directory is touched or a model is loaded.
+Everything a user can get wrong (task files, metric names, task and candidate names, an
+``--out`` that must not be overwritten or resumed, corrupt predictions of an interrupted run) is
+checked before a model is loaded (:mod:`compatlm.eval.checks`); everything but the predictions
+before ``--out`` is touched.
 """
 
 from __future__ import annotations
 
 import gc
 import logging
-import re
 import shutil
-from collections.abc import Iterator, Sequence
+from collections.abc import Iterable, Iterator, Sequence
 from contextlib import contextmanager
 from pathlib import Path
 from typing import Any
 
 import torch
-import yaml
 
 from compatlm.config import EvalConfig, dump_config
 from compatlm.errors import CompatlmError
+from compatlm.eval.checks import (  # roles_of, task_specs: imported from here by others
+    Done,
+    check_resume_config,
+    resolve_tasks,
+    roles_of,
+    task_specs,
+    validate_done,
+)
 from compatlm.eval.generate import gen_prediction, generate
 from compatlm.eval.records import Prediction
 from compatlm.eval.runner import mc_prediction, score_multiple_choice
@@ -35,113 +43,17 @@ from compatlm.io import (
     atomic_write_json,
     atomic_write_text,
     env_info,
-    load_resumable,
     prepare_out_dir,
 )
 from compatlm.models import load_model, load_tokenizer, preflight, tokenizer_fingerprint
+from compatlm.paths import RunLayout
 from compatlm.prompts import encode_prompt, example_hash, model_max_length, prompt_hash
+from compatlm.report.examples import write_examples
+from compatlm.rundir import check_out_dir, input_paths, unlock
 from compatlm.spec import ModelSpec
-from compatlm.tasks import ResolvedTask, get_extractor, resolve_task
+from compatlm.tasks import ResolvedTask, get_extractor
 
 log = logging.getLogger(__name__)
-
-RESERVED_ROLES = ("old", "new")
-_ROLE_NAME = re.compile(r"^[A-Za-z0-9][A-Za-z0-9_.-]*$")
-
-
-def roles_of(cfg: EvalConfig) -> list[tuple[str, str | None]]:
-    """``[(role, default spec)]`` in evaluation order: old, new, candidates, then roles named
-    only in a task's ``models`` (default None). Role names must be file-safe."""
-    roles: list[tuple[str, str | None]] = [("old", cfg.old), ("new", cfg.new)]
-    roles += list(cfg.candidates.items())
-    for task in cfg.tasks:
-        roles += [(r, None) for r in task.models if r not in dict(roles)]
-    for name, _ in roles[2:]:
-        if name in RESERVED_ROLES or not _ROLE_NAME.match(name) or "_vs_" in name:
-            raise CompatlmError(
-                f"candidates: name {name!r} must be a file-safe name (letters, digits, _ . -),"
-                " not 'old'/'new', without '_vs_'"
-            )
-    where: list[tuple[str, str | None]] = list(roles)
-    where += [
-        (f"tasks[{i}].models.{r}", s) for i, t in enumerate(cfg.tasks) for r, s in t.models.items()
-    ]
-    for name, spec in where:
-        if spec is None:
-            continue
-        try:
-            ModelSpec.parse(spec)  # a malformed spec fails now, not after the old model ran
-        except CompatlmError as err:
-            field = name if name in RESERVED_ROLES or "." in name else f"candidates.{name}"
-            raise CompatlmError(f"{field}: {err}") from None
-    return roles
-
-
-def task_specs(cfg: EvalConfig, role: str, default: str | None) -> dict[str, str]:
-    """``{task name: spec}`` the role is evaluated with (a task's own ``models`` win)."""
-    out = {}
-    for task in cfg.tasks:
-        spec = task.models.get(role, default)
-        if spec is not None:
-            out[task.name] = spec
-    return out
-
-
-def resolve_tasks(cfg: EvalConfig) -> list[ResolvedTask]:
-    tasks = [resolve_task(t, f"tasks[{i}]") for i, t in enumerate(cfg.tasks)]
-    names = [t.name for t in tasks]
-    dupes = sorted({n for n in names if names.count(n) > 1})
-    if dupes:
-        raise CompatlmError(f"tasks: name {dupes[0]!r} appears twice; task names must be unique")
-    if not tasks:
-        raise CompatlmError("tasks: empty; give at least one task")
-    return tasks
-
-
-def _check_resume_config(out: Path, cfg: EvalConfig) -> None:
-    """Refuse to mix predictions of two configurations in one run directory.
-
-    Settings that do not change predictions may differ: ``out`` (a moved run directory),
-    ``compare`` (re-run in full at the end), the batch size (resuming after an out-of-memory
-    error with a smaller one is the point) and the progress bar.
-    """
-    path = out / "config.yaml"
-    if not path.is_file():
-        return
-    previous = yaml.safe_load(path.read_text(encoding="utf-8")) or {}
-    current = cfg.model_dump(mode="json")
-    for data in (previous, current):
-        for key in ("out", "compare"):
-            data.pop(key, None)
-        for key in ("batch_size", "progress"):
-            (data.get("runtime") or {}).pop(key, None)
-    if previous != current:
-        keys = sorted(k for k in set(previous) | set(current) if previous.get(k) != current.get(k))
-        raise CompatlmError(
-            f"--resume {out}: config.yaml there differs from this run's configuration"
-            f" (in {', '.join(keys)}); resume with the same config and overrides, or use --overwrite"
-        )
-
-
-def _done_rows(path: Path, task: ResolvedTask, hashes: dict[str, str], resume: bool) -> set[str]:
-    """Example ids already written (resume), after checking they still describe the same data."""
-    if not resume:
-        return set()
-    done = set()
-    for i, row in enumerate(load_resumable(path), start=1):
-        eid = row.get("example_id")
-        if eid not in hashes:
-            raise CompatlmError(
-                f"{path}:{i}: field 'example_id': {eid!r} is not an example of task {task.name};"
-                " the task data changed since the interrupted run — use --overwrite"
-            )
-        if row.get("example_hash") != hashes[eid]:
-            raise CompatlmError(
-                f"{path}:{i}: field 'example_hash': example {eid!r} changed since the interrupted"
-                " run — use --overwrite"
-            )
-        done.add(eid)
-    return done
 
 
 @contextmanager
@@ -182,16 +94,16 @@ def _run_task(
     batch_size: int,
     hashes: dict[str, str],
     advance: Any,
+    scoring: str = "cached",
 ) -> None:
     model, tok = loaded.model, loaded.tokenizer
     max_len = model_max_length(model, tok)
     # Write every few batches: a crash loses at most one chunk, and resume restarts there.
     chunk_size = batch_size * 4
     if task.kind == "multiple_choice":
-        for chunk in _chunks(todo, chunk_size):
-            results = score_multiple_choice(
-                model, tok, chunk, metric=task.metric, batch_size=batch_size, max_length=max_len
-            )
+        # One call over the whole task so batches are length-sorted across it; finished
+        # results come back chunk by chunk (in scoring order, not task order) to be written.
+        def write(results: Sequence[Any]) -> None:
             rows = []
             for res in results:
                 row = mc_prediction(
@@ -204,7 +116,18 @@ def _run_task(
                 )
                 rows.append(Prediction.model_validate(row).model_dump(mode="json"))
             writer.write_many(rows)
-            advance(len(chunk))
+            advance(len(results))
+
+        score_multiple_choice(
+            model,
+            tok,
+            todo,
+            metric=task.metric,
+            batch_size=batch_size,
+            max_length=max_len,
+            scoring=scoring,
+            on_results=write,
+        )
         return
     extractor = get_extractor(task.extract)
     # Leave room for the answer: lm-eval truncates prompts to max_length - max_new_tokens.
@@ -256,7 +179,7 @@ def _run_model(
     spec: str,
     tasks: list[ResolvedTask],
     hashes: dict[str, dict[str, str]],
-    resume: bool,
+    done: Done,
     bar: Any,
     env: dict[str, Any],
     fingerprints: dict[str, str],
@@ -267,9 +190,8 @@ def _run_model(
     model_name = ModelSpec.parse(spec).format()
     todo: dict[str, list[Any]] = {}
     for task in tasks:
-        path = out / "predictions" / task.name / f"{role}.jsonl"
-        done = _done_rows(path, task, hashes[task.name], resume)
-        todo[task.name] = [ex for ex in task.examples if ex.id not in done]
+        have = done.get((role, task.name), set())
+        todo[task.name] = [ex for ex in task.examples if ex.id not in have]
     if not any(todo.values()):
         log.info("%s: every prediction is already on disk; not loading %s", role, spec)
         fingerprints.setdefault(role, tokenizer_fingerprint(load_tokenizer(spec, rt)))
@@ -290,7 +212,7 @@ def _run_model(
     for task in tasks:
         if not todo[task.name]:
             continue
-        path = out / "predictions" / task.name / f"{role}.jsonl"
+        path = RunLayout(out).predictions(task.name, role)
         job = bar.add_task(f"{role} · {task.name}", total=len(task.examples))
         bar.update(job, completed=len(task.examples) - len(todo[task.name]))
         with JsonlAppender(path) as writer:
@@ -302,6 +224,7 @@ def _run_model(
                 role=role,
                 model_name=model_name,
                 batch_size=rt.batch_size,
+                scoring=rt.scoring,
                 hashes=hashes[task.name],
                 advance=lambda n, job=job: bar.advance(job, n),
             )
@@ -310,36 +233,56 @@ def _run_model(
 
 
 def run_eval(
-    cfg: EvalConfig, out: str | Path, *, overwrite: bool = False, resume: bool = False
+    cfg: EvalConfig,
+    out: str | Path,
+    *,
+    overwrite: bool = False,
+    resume: bool = False,
+    inputs: Iterable[str | Path] = (),
 ) -> Path:
-    """Run the evaluation described by ``cfg`` into ``out``; returns the run directory."""
+    """Run the evaluation described by ``cfg`` into ``out``; returns the run directory.
+    ``inputs`` are files read besides those ``cfg`` names (the config file itself): like
+    the task files and local models, ``--overwrite`` refuses to delete a directory holding
+    them."""
     roles = roles_of(cfg)
     tasks = resolve_tasks(cfg)
     hashes = {t.name: {ex.id: example_hash(ex.hash_fields()) for ex in t.examples} for t in tasks}
-    # A wrong path or an adapter of another size must fail now, not after the old model ran.
+    # A wrong path, an adapter of another size or an example longer than a model's context
+    # must fail now, not after the old model ran.
     every_spec: dict[str, str] = {}  # spec -> the first role using it, for the message
+    spec_tasks: dict[str, set[str]] = {}  # spec -> the tasks it runs
     for role, default in roles:
-        for spec in task_specs(cfg, role, default).values():
+        for task_name, spec in task_specs(cfg, role, default).items():
             every_spec.setdefault(spec, role)
+            spec_tasks.setdefault(spec, set()).add(task_name)
+    fitted: set[tuple[str, int, str]] = set()
     for spec, role in every_spec.items():
         try:
-            preflight(spec, cfg.runtime)
+            own = [t for t in tasks if t.name in spec_tasks[spec]]
+            preflight(spec, cfg.runtime, tasks=own, checked=fitted)
         except CompatlmError as err:
             raise CompatlmError(f"{role}: {err}") from None
     out = Path(out)
     cfg = cfg.model_copy(update={"out": str(out)})
+    every_input = [*input_paths(cfg), *inputs]
+    check_out_dir(out, kind="eval", overwrite=overwrite, resume=resume, inputs=every_input)
     if resume and out.is_dir():
-        _check_resume_config(out, cfg)
+        check_resume_config(out, cfg)
     created = not out.exists()
-    out = prepare_out_dir(out, overwrite=overwrite, resume=resume)
+    out = prepare_out_dir(out, kind="eval", overwrite=overwrite, resume=resume, inputs=every_input)
     try:
-        _evaluate(out, cfg, roles, tasks, hashes, resume)
+        # Under the run's lock: only then may a cut-off last line be truncated.
+        todo = [(r, t) for r, d in roles for t in tasks if t.name in task_specs(cfg, r, d)]
+        done = validate_done(out, todo, hashes) if resume else {}
+        _evaluate(out, cfg, roles, tasks, hashes, done)
     except CompatlmError:
         # Nothing partial: a directory this call created and that holds no prediction yet
         # (so --resume has nothing to continue from) is removed again.
-        rows = [p for p in (out / "predictions").rglob("*.jsonl") if p.stat().st_size]
+        preds = RunLayout(out).predictions_dir
+        rows = [p for p in preds.rglob("*.jsonl") if p.stat().st_size]
         if created and not rows:
             shutil.rmtree(out, ignore_errors=True)
+            unlock(out)
         raise
     return out
 
@@ -350,13 +293,16 @@ def _evaluate(
     roles: list[tuple[str, str | None]],
     tasks: list[ResolvedTask],
     hashes: dict[str, dict[str, str]],
-    resume: bool,
+    done: Done,
 ) -> None:
-    atomic_write_text(out / "config.yaml", dump_config(cfg))
+    layout = RunLayout(out)
+    atomic_write_text(layout.config, dump_config(cfg))
     rt = cfg.runtime
     env = env_info(seed=rt.seed, device=rt.device, dtype=rt.dtype, batch_size=rt.batch_size)
     env["tasks"] = [t.describe() for t in tasks]
-    atomic_write_json(out / "env.json", env)
+    atomic_write_json(layout.env, env)
+    # The inputs themselves (prompt, choices), so the report can show them beside each flip.
+    write_examples(out, tasks, hashes)
 
     fingerprints: dict[str, str] = {}
     warnings: list[str] = []
@@ -372,11 +318,11 @@ def _evaluate(
                     groups.setdefault(spec, []).append(task)
             for spec, group in groups.items():
                 _run_model(
-                    out, cfg, role, spec, group, hashes, resume, bar, env, fingerprints, warnings
+                    out, cfg, role, spec, group, hashes, done, bar, env, fingerprints, warnings
                 )
     env["tokenizers"] = fingerprints
     env["warnings"] = warnings
-    atomic_write_json(out / "env.json", env)
+    atomic_write_json(layout.env, env)
     _compare_and_report(out, cfg, tasks)
 
 
@@ -388,7 +334,7 @@ def _compare_and_report(out: Path, cfg: EvalConfig, tasks: Sequence[ResolvedTask
     # noise floor that labels flips within_noise (None when the option is off).
     noise = measure_run_noise(out, cfg, tasks)
     compare_run(out, cfg.compare, noise_margin=noise)
-    if not (out / "report.md").is_file():
+    if not RunLayout(out).report_md.is_file():
         # compare_run renders the reports itself today; render here if it ever stops doing so.
         from compatlm.report import render_report
 

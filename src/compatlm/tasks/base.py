@@ -29,6 +29,7 @@ class MCExample:
     choices: tuple[str, ...]
     label: int
     slice: str | None = None
+    group: str | None = None  # instances sharing a source (a fact, a document) are correlated
     kind: ClassVar[Kind] = "multiple_choice"
 
     def hash_fields(self) -> dict[str, Any]:
@@ -44,6 +45,7 @@ class GenExample:
     prompt: str
     reference: str
     slice: str | None = None
+    group: str | None = None
     kind: ClassVar[Kind] = "generation"
 
     def hash_fields(self) -> dict[str, Any]:

@@ -7,7 +7,8 @@ parquet/json/jsonl files in the same schema (offline use, tests, mirrors), then 
 
 * hellaswag (``Rowan/hellaswag``): context ``preprocess(activity_label + ": " + ctx_a + " " +
   ctx_b.capitalize())``, choices ``preprocess(ending)`` — lm-eval's ``process_docs`` verbatim,
-  including WikiHow bracket removal; slice = source (activitynet / wikihow); default split
+  including WikiHow bracket removal; slice = source (activitynet / wikihow), group = the
+  ``source_id`` (one video or article yields several correlated instances); default split
   ``validation`` (test labels are hidden);
 * piqa (``baber/piqa``, the parquet copy lm-eval uses): ``"Question: {goal}\\nAnswer:"``,
   choices ``[sol1, sol2]``;
@@ -19,14 +20,15 @@ parquet/json/jsonl files in the same schema (offline use, tests, mirrors), then 
 
 from __future__ import annotations
 
-import json
+import logging
 import re
 from collections.abc import Callable
+from dataclasses import replace
 from pathlib import Path
 from typing import Any
 
 from compatlm.errors import CompatlmError, input_error
-from compatlm.io import read_jsonl
+from compatlm.io import parse_json, read_jsonl
 from compatlm.tasks.base import Example, GenExample, MCExample
 
 DATA_SUFFIXES = (".jsonl", ".json", ".parquet")
@@ -40,9 +42,10 @@ def _read_file(path: Path) -> list[dict[str, Any]]:
         return [obj for _, obj in read_jsonl(path)]
     if path.suffix == ".json":
         try:
-            data = json.loads(path.read_text(encoding="utf-8"))
-        except (ValueError, UnicodeDecodeError) as err:
-            raise input_error(f"malformed JSON ({err})", path) from None
+            text = path.read_text(encoding="utf-8")
+        except UnicodeDecodeError as err:
+            raise input_error(f"not valid UTF-8 (byte {err.start})", path) from None
+        data = parse_json(text, path)
         if isinstance(data, dict) and "data" in data:  # {"data": [...]} layout
             data = data["data"]
         if not isinstance(data, list) or not all(isinstance(r, dict) for r in data):
@@ -146,6 +149,7 @@ def hellaswag_example(row: dict[str, Any], index: int, where: str) -> MCExample:
         choices=tuple(hellaswag_preprocess(str(e)) for e in endings),
         label=label_i,
         slice=source_id.split("~")[0] or None,
+        group=source_id or None,
     )
 
 
@@ -201,6 +205,15 @@ def make_loader(
             if ex.id in seen:
                 raise CompatlmError(f"{origin}: row {i}: field 'id': duplicate id {ex.id!r}")
             seen.add(ex.id)
+        # Statistics need a group on every instance or on none (a mirror missing a column for
+        # some rows): fall back to ungrouped rather than clustering half the data.
+        missing = sum(ex.group is None for ex in examples)
+        if 0 < missing < len(examples):
+            logging.getLogger(__name__).warning(
+                "%s: %d of %d rows have no group; treating every row as its own group",
+                origin, missing, len(examples),
+            )  # fmt: skip
+            examples = [replace(ex, group=None) for ex in examples]
         return examples
 
     return load

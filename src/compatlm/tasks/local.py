@@ -8,9 +8,11 @@ Generation::
 
     {"id": "g1", "prompt": "Question: 2+2?\\nAnswer:", "reference": "4"}
 
-``slice`` is optional (a string used to break metrics down). ``id`` may be a string or an
-integer (stored as a string). Every problem — a missing or unknown field, a wrong type, an
-empty or single choice list, a label out of range, a duplicate id — is a one-line
+``slice`` is optional (a string used to break metrics down). ``group`` is optional (a string or
+integer naming the source instances share — a fact, a document — so statistics treat them as
+correlated); if one line has a group, every line must. ``id`` and ``group`` may be strings or
+integers (stored as strings). Every problem — a missing or unknown field, a wrong type, an
+empty or single choice list, an empty choice, a label out of range, a duplicate id — is a one-line
 :class:`~compatlm.errors.CompatlmError` naming the file, the line and the field.
 """
 
@@ -23,8 +25,15 @@ from compatlm.errors import CompatlmError, input_error
 from compatlm.io import read_jsonl
 from compatlm.tasks.base import Example, GenExample, Kind, MCExample
 
-MC_FIELDS = {"id": True, "context": True, "choices": True, "label": True, "slice": False}
-GEN_FIELDS = {"id": True, "prompt": True, "reference": True, "slice": False}
+MC_FIELDS = {
+    "id": True,
+    "context": True,
+    "choices": True,
+    "label": True,
+    "slice": False,
+    "group": False,
+}
+GEN_FIELDS = {"id": True, "prompt": True, "reference": True, "slice": False, "group": False}
 
 
 def infer_kind(obj: dict[str, Any], path: Path, line: int) -> Kind:
@@ -63,16 +72,20 @@ def _str_field(obj: dict[str, Any], name: str, path: Path, line: int) -> str:
     return value
 
 
-def _id_field(obj: dict[str, Any], path: Path, line: int) -> str:
-    value = obj["id"]
+def _id_field(obj: dict[str, Any], path: Path, line: int, name: str = "id") -> str:
+    value = obj[name]
     if isinstance(value, bool) or not isinstance(value, (str, int)):
         raise input_error(
-            f"expected a string or integer, found {_type_name(value)}", path, line, "id"
+            f"expected a string or integer, found {_type_name(value)}", path, line, name
         )
     text = str(value)
     if not text.strip():
-        raise input_error("must not be empty", path, line, "id")
+        raise input_error("must not be empty", path, line, name)
     return text
+
+
+def _group_field(obj: dict[str, Any], path: Path, line: int) -> str | None:
+    return None if obj.get("group") is None else _id_field(obj, path, line, "group")
 
 
 def _slice_field(obj: dict[str, Any], path: Path, line: int) -> str | None:
@@ -100,6 +113,15 @@ def parse_mc(obj: dict[str, Any], path: Path, line: int) -> MCExample:
             raise input_error(
                 f"expected a string, found {_type_name(choice)}", path, line, f"choices[{i}]"
             )
+        if not choice.strip():
+            # Scored as the delimiter alone: one short continuation that wins under acc.
+            raise input_error(
+                f"choice at index {i} is empty; every choice needs text (an empty one is scored"
+                " as the bare delimiter and wins under acc)",
+                path,
+                line,
+                f"choices[{i}]",
+            )
     label = obj["label"]
     if isinstance(label, bool) or not isinstance(label, int):
         raise input_error(
@@ -122,6 +144,7 @@ def parse_mc(obj: dict[str, Any], path: Path, line: int) -> MCExample:
         choices=tuple(choices),
         label=label,
         slice=_slice_field(obj, path, line),
+        group=_group_field(obj, path, line),
     )
 
 
@@ -132,6 +155,7 @@ def parse_gen(obj: dict[str, Any], path: Path, line: int) -> GenExample:
         prompt=_str_field(obj, "prompt", path, line),
         reference=_str_field(obj, "reference", path, line),
         slice=_slice_field(obj, path, line),
+        group=_group_field(obj, path, line),
     )
 
 
@@ -156,6 +180,16 @@ def load_local_jsonl(path: str | Path, kind: Kind | None = None) -> tuple[Kind, 
                 "id",
             )
         seen[example.id] = line
+        if examples and (example.group is None) != (examples[0].group is None):
+            first = seen[examples[0].id]
+            raise input_error(
+                f"{'no group' if example.group is None else 'a group'} on this line but "
+                f"{'one' if example.group is None else 'none'} on line {first}"
+                " (give every line a group, or none)",
+                path,
+                line,
+                "group",
+            )
         examples.append(example)
     if kind is None:  # pragma: no cover - read_jsonl refuses empty files
         raise CompatlmError(f"{path}: no examples")
