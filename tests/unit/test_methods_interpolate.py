@@ -12,7 +12,8 @@ from transformers import AutoModelForCausalLM
 from compatlm.config import build_config
 from compatlm.errors import CompatlmError
 from compatlm.methods.config import InterpolateConfig
-from compatlm.methods.interpolate import InterpolateMethod, interpolate_adapters
+from compatlm.methods.interpolate import interpolate_adapters
+from compatlm.methods.registry import get_method
 from compatlm.models import load_model
 
 IDS = torch.tensor([[1, 5, 9, 12, 40, 7]])
@@ -58,7 +59,7 @@ def _cfg(tiny_family, **kw) -> InterpolateConfig:
 
 
 def test_interpolate_adapter_is_exact_in_delta_space(tiny_family, tmp_path):
-    spec = InterpolateMethod().build(_cfg(tiny_family, alpha=0.3), tmp_path / "c")
+    spec = get_method("interpolate").build(_cfg(tiny_family, alpha=0.3), tmp_path / "c")
     adapter = tmp_path / "c" / "adapter"
     assert spec == f"{tiny_family['new']}+{adapter}"
     cfg = json.loads((adapter / "adapter_config.json").read_text())
@@ -78,7 +79,9 @@ def test_interpolate_adapter_is_exact_in_delta_space(tiny_family, tmp_path):
 
 
 def test_interpolate_merged_weights_are_exact(tiny_family, tmp_path):
-    spec = InterpolateMethod().build(_cfg(tiny_family, alpha=0.6, output="merged"), tmp_path / "c")
+    spec = get_method("interpolate").build(
+        _cfg(tiny_family, alpha=0.6, output="merged"), tmp_path / "c"
+    )
     assert spec == str(tmp_path / "c" / "model")
     want = _expected(tiny_family, 0.6)
     saved = load_file(str(tmp_path / "c" / "model" / "model.safetensors"))
@@ -98,7 +101,7 @@ def test_interpolate_endpoints(tiny_family, tmp_path):
     """alpha=0 is the new adapter's ΔW, alpha=1 the old adapter's (both on the new base)."""
     for alpha, src in ((0.0, "new_adapter"), (1.0, "old_adapter")):
         out = tmp_path / f"a{alpha}"
-        InterpolateMethod().build(_cfg(tiny_family, alpha=alpha), out)
+        get_method("interpolate").build(_cfg(tiny_family, alpha=alpha), out)
         got, want = _deltas(out / "adapter"), _deltas(tiny_family[src])
         for name in want:
             torch.testing.assert_close(got[name], want[name], rtol=0, atol=1e-6)
@@ -116,7 +119,7 @@ def test_interpolate_alpha_out_of_range(tiny_family, tmp_path):
             alpha=-0.2,
         )
     # Explicit extrapolation is allowed and still exact.
-    InterpolateMethod().build(
+    get_method("interpolate").build(
         _cfg(tiny_family, alpha=1.5, allow_extrapolation=True), tmp_path / "x"
     )
     got, want = _deltas(tmp_path / "x" / "adapter"), _expected(tiny_family, 1.5)

@@ -11,7 +11,8 @@ from safetensors.torch import load_file
 from compatlm.config import build_config
 from compatlm.errors import CompatlmError
 from compatlm.methods.config import PortConfig
-from compatlm.methods.port import PortMethod, port_adapter
+from compatlm.methods.port import port_adapter
+from compatlm.methods.registry import get_method
 from compatlm.models import load_model
 
 IDS = torch.tensor([[1, 5, 9, 12, 40, 7]])
@@ -40,7 +41,7 @@ def _build(tiny_family, out, alpha) -> str:
         new=str(tiny_family["new"]),
         alpha=alpha,
     )
-    return PortMethod().build(cfg, out)
+    return get_method("port").build(cfg, out)
 
 
 def test_port_alpha_scales_delta_exactly(tiny_family, tmp_path):
@@ -86,4 +87,4 @@ def test_port_negative_alpha_is_refused(tiny_family, tmp_path):
 def test_port_needs_an_old_adapter(tiny_family, tmp_path):
     cfg = PortConfig(old=str(tiny_family["old"]), new=str(tiny_family["new"]))
     with pytest.raises(CompatlmError, match="has no adapter"):
-        PortMethod().build(cfg, tmp_path / "c")
+        get_method("port").build(cfg, tmp_path / "c")

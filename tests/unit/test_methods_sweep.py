@@ -31,7 +31,7 @@ def test_select_lowest_nfr_above_floor_ties_by_accuracy_then_order():
     # Front: a (lowest NFR), c/d (best accuracy at NFR 2 — equal points do not dominate), e.
     assert [p.pareto for p in pts] == [True, False, True, True, True]
     assert reason == (
-        "lowest negative flip rate (0.1000) among 4 of 5 candidates with accuracy >= 0.7000"
+        "lowest negative flip rate (10.00%) among 4 of 5 candidates with accuracy >= 70.00%"
     )
 
 
@@ -45,8 +45,8 @@ def test_select_says_when_nothing_meets_the_floor():
     chosen, reason = select(pts, Fraction(13, 20))
     assert chosen is None and not any(p.eligible for p in pts)
     assert reason == (
-        "no candidate reaches the accuracy floor 0.6500 (best candidate accuracy: 0.6000);"
-        " lower accuracy_floor or widen the grid"
+        "no candidate reaches the accuracy floor 65.00%: the most accurate, b, has accuracy"
+        " 60.00% (5.00 points below the floor); lower the accuracy floor or widen the grid"
     )
     assert select([], Fraction(0))[0] is None
 

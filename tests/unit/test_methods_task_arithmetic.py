@@ -12,11 +12,8 @@ from transformers import AutoModelForCausalLM
 from compatlm.config import build_config
 from compatlm.errors import CompatlmError
 from compatlm.methods.config import TaskArithmeticConfig, TaskVector
-from compatlm.methods.task_arithmetic import (
-    TaskArithmeticMethod,
-    size_ratio_weight,
-    task_arithmetic,
-)
+from compatlm.methods.registry import get_method
+from compatlm.methods.task_arithmetic import size_ratio_weight, task_arithmetic
 
 PREFIX = "base_model.model."
 
@@ -42,7 +39,7 @@ def test_task_arithmetic_of_adapters_is_exact(tiny_family, tmp_path):
             TaskVector(adapter=str(tiny_family["new_adapter"]), weight=-0.2),
         ],
     )
-    spec = TaskArithmeticMethod().build(cfg, tmp_path / "c")
+    spec = get_method("task_arithmetic").build(cfg, tmp_path / "c")
     assert spec == f"{tiny_family['new']}+{tmp_path / 'c' / 'adapter'}"
     old, new = _deltas(tiny_family["old_adapter"]), _deltas(tiny_family["new_adapter"])
     got = _deltas(tmp_path / "c" / "adapter")

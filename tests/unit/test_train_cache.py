@@ -16,9 +16,9 @@ from compatlm.tasks import MCExample
 from compatlm.train.cache import TeacherCache, build_teacher_cache
 from compatlm.train.config import DataSettings
 from compatlm.train.data import Collator, encode_examples
+from compatlm.train.forward import forward_logits
 from compatlm.train.losses import compat_loss
 from compatlm.train.masks import OldStats
-from compatlm.train.task import forward_logits
 from compatlm.train.topk import per_token_kl_full, per_token_kl_topk, topk_from_logits
 from helpers import make_tokenizer
 

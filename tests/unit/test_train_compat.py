@@ -4,6 +4,7 @@ the teacher cache at k = V trains like the live teacher, the vocabulary guard, P
 from __future__ import annotations
 
 import json
+from functools import partial
 
 import pytest
 import torch
@@ -13,14 +14,16 @@ from compatlm.config import RuntimeConfig, build_config
 from compatlm.errors import CompatlmError
 from compatlm.models import load_model
 from compatlm.spec import ModelSpec
-from compatlm.train.checkpoint import frozen_checksum
-from compatlm.train.compat import compat_features, load_student, train_compat
+from compatlm.train.checkpoint import frozen_checksum, peft_saver
 from compatlm.train.config import OptimSettings, TrainCompatConfig, TrainTaskConfig
-from compatlm.train.data import Collator, split_train_val
-from compatlm.train.loop import run_training
-from compatlm.train.sharding import make_accelerator
-from compatlm.train.task import peft_saver, train_task
-from compatlm.train.teachers import AdapterTeacher, LiveOldTeacher, compat_step, old_correct
+from compatlm.train.data import Collator, Features, encode_task, split_train_val
+from compatlm.train.distributed.sharding import make_accelerator
+from compatlm.train.loop import StepFn, run_training
+from compatlm.train.recipes.compat import train_compat
+from compatlm.train.recipes.task import train_task
+from compatlm.train.step import compat_step, old_correct
+from compatlm.train.student import load_student
+from compatlm.train.teachers import AdapterTeacher, LiveOldTeacher, TeacherFn, Teachers
 from helpers import make_tokenizer, save_base, save_lora
 
 CPU = {"device": "cpu", "progress": False}
@@ -62,6 +65,15 @@ def _compat_cfg(fam, data, **kw) -> TrainCompatConfig:
     return build_config(TrainCompatConfig, {**base, **kw})
 
 
+def _features(cfg: TrainCompatConfig, tok) -> list[Features]:
+    """Every example a compat run with ``cfg`` trains and validates on."""
+    return encode_task(cfg.task, tok, cfg.data, mask_prompt=cfg.mask_prompt)[1]
+
+
+def _step(cfg: TrainCompatConfig, new: TeacherFn, old: TeacherFn | None) -> StepFn:
+    return partial(compat_step, cfg=cfg, teachers=Teachers(new=new, old=old))
+
+
 def _weights(run) -> dict[str, torch.Tensor]:
     return load_file(str(run / "adapter" / "adapter_model.safetensors"))
 
@@ -87,8 +99,8 @@ def test_gradient_reaches_the_student_only(tiny_family, data, tmp_path):
     runtime = RuntimeConfig(**CPU)
     cfg = _compat_cfg(tiny_family, data, kd_weight=0.5, focal={"alpha": 1.0, "beta": 1.0})
     model, tok = load_student(new, runtime)
-    feats, _, _ = compat_features(cfg, tok)
-    step = compat_step(cfg, AdapterTeacher(model), LiveOldTeacher(load_model(old).model))
+    feats = _features(cfg, tok)
+    step = _step(cfg, AdapterTeacher(model), LiveOldTeacher(load_model(old).model))
     batch = Collator(tok.pad_token_id, [f.example_id for f in feats])(feats[:4])
     out = step(model, batch)
     out.loss.backward()
@@ -111,7 +123,7 @@ def test_gradient_reaches_the_student_only(tiny_family, data, tmp_path):
         train_feats=train,
         val_feats=val,
         collate=Collator(tok.pad_token_id, [f.example_id for f in feats]),
-        step_fn=compat_step(cfg, AdapterTeacher(model), LiveOldTeacher(load_model(old).model)),
+        step_fn=_step(cfg, AdapterTeacher(model), LiveOldTeacher(load_model(old).model)),
         save_adapter=peft_saver("student", "# t\n"),
         optim=OptimSettings(**OPTIM),
         out=tmp_path,
@@ -179,13 +191,13 @@ def test_focal_weights_scale_the_distillation_term(tiny_family, data):
     model, tok = load_student(new, runtime)
     old_teacher = LiveOldTeacher(load_model(old).model)
     plain = _compat_cfg(tiny_family, data)
-    feats, _, _ = compat_features(plain, tok)
+    feats = _features(plain, tok)
     batch = Collator(tok.pad_token_id, [f.example_id for f in feats])(feats[:4])
     kd = {}
     for name, focal in (("none", None), ("double", {"alpha": 2.0, "beta": 0.0})):
         cfg = _compat_cfg(tiny_family, data, focal=focal)
         with torch.no_grad():
-            kd[name] = float(compat_step(cfg, AdapterTeacher(model), old_teacher)(model, batch).kd)
+            kd[name] = float(_step(cfg, AdapterTeacher(model), old_teacher)(model, batch).kd)
     assert kd["double"] == pytest.approx(2 * kd["none"], rel=1e-6)
 
 
@@ -198,7 +210,7 @@ def test_teacher_new_is_the_new_task_model_and_the_switch_restores(tiny_family, 
             if ".student." in name and "lora_B" in name:
                 p.add_(0.5)
     model.train()
-    feats, _, _ = compat_features(_compat_cfg(tiny_family, data), tok)
+    feats = _features(_compat_cfg(tiny_family, data), tok)
     batch = Collator(tok.pad_token_id, [f.example_id for f in feats])(feats[:3])
     reference = load_model(new, runtime=runtime).model
     with torch.no_grad():
@@ -218,29 +230,86 @@ def test_teacher_new_is_the_new_task_model_and_the_switch_restores(tiny_family, 
 def test_labelled_columns_only_changes_nothing_but_cost(tiny_family, data, mask, monkeypatch):
     """The step projects only positions with a label through the head (prompt masked here):
     loss and gradients equal those from full (B, T, V) logits."""
-    import compatlm.train.teachers as teachers
+    import compatlm.train.step as step
 
     old, new = (ModelSpec.parse(s) for s in _specs(tiny_family))
     runtime = RuntimeConfig(**CPU)
     cfg = _compat_cfg(tiny_family, data, mask=mask, kd_weight=0.7, focal={"alpha": 1, "beta": 2})
     model, tok = load_student(new, runtime)
     old_teacher = LiveOldTeacher(load_model(old).model)
-    feats, _, _ = compat_features(cfg, tok)
+    feats = _features(cfg, tok)
     batch = Collator(tok.pad_token_id, [f.example_id for f in feats])(feats[:5])
-    keep = teachers.labelled_columns(batch["labels"])
+    keep = step.labelled_columns(batch["labels"])
     assert keep is not None and 0 < len(keep) < batch["labels"].shape[1]  # the prompt is cut
 
     def run() -> tuple[float, dict[str, torch.Tensor]]:
         model.zero_grad(set_to_none=True)
-        out = compat_step(cfg, AdapterTeacher(model), old_teacher)(model, batch)
+        out = _step(cfg, AdapterTeacher(model), old_teacher)(model, batch)
         out.loss.backward()
         grads = {n: p.grad.clone() for n, p in model.named_parameters() if p.grad is not None}
         return float(out.loss.detach()), grads
 
     loss_cols, grads_cols = run()
-    monkeypatch.setattr(teachers, "labelled_columns", lambda labels: None)
+    monkeypatch.setattr(step, "labelled_columns", lambda labels: None)
     loss_full, grads_full = run()
     assert loss_cols == pytest.approx(loss_full, rel=1e-5)
     assert grads_cols.keys() == grads_full.keys() and grads_cols
     for name in grads_full:
         torch.testing.assert_close(grads_cols[name], grads_full[name], rtol=1e-4, atol=1e-7)
+
+
+def test_mask_prompt_false_trains_on_the_whole_sequence_and_keys_the_cache(
+    tiny_family, data, tmp_path
+):
+    """mask_prompt reaches the loss (more loss tokens) and the teacher cache: a cache built on
+    answer tokens only is refused for a whole-sequence run, naming mask_prompt."""
+    from compatlm.train.diagnostics import load_diagnostics
+
+    answers = _compat_cfg(tiny_family, data, teacher_old="cache", optim={**OPTIM, "epochs": 1})
+    train_compat(answers, tmp_path / "answers")
+    whole = answers.model_copy(
+        update={"mask_prompt": False, "cache_dir": str(tmp_path / "answers" / "teacher_cache")}
+    )
+    with pytest.raises(CompatlmError, match="other token ids .*mask_prompt"):
+        train_compat(whole, tmp_path / "refused")
+    train_compat(whole.model_copy(update={"cache_dir": None}), tmp_path / "whole")
+    n = {
+        run: load_diagnostics(tmp_path / run)["total"]["loss_tokens"]
+        for run in ("answers", "whole")
+    }
+    _, tok = load_student(ModelSpec.parse(answers.new), RuntimeConfig(**CPU), with_teacher=False)
+    feats = _features(whole, tok)
+    train, _ = split_train_val(feats, whole.val_fraction, whole.optim.seed)
+    assert n["whole"] == sum(len(f.input_ids) for f in train) > 3 * n["answers"]
+
+
+def test_t_squared_scales_the_distillation_term(tiny_family, data):
+    old, new = (ModelSpec.parse(s) for s in _specs(tiny_family))
+    runtime = RuntimeConfig(**CPU)
+    model, tok = load_student(new, runtime)
+    old_teacher = LiveOldTeacher(load_model(old).model)
+    feats = _features(_compat_cfg(tiny_family, data), tok)
+    batch = Collator(tok.pad_token_id, [f.example_id for f in feats])(feats[:4])
+    kd = {}
+    for t2 in (False, True):
+        cfg = _compat_cfg(tiny_family, data, t_squared=t2, temperature=3.0)
+        with torch.no_grad():
+            kd[t2] = float(_step(cfg, AdapterTeacher(model), old_teacher)(model, batch).kd)
+    assert kd[False] > 0
+    assert kd[True] == pytest.approx(9.0 * kd[False], rel=1e-6)
+
+
+def test_kd_new_never_loads_teacher_old(tiny_family, data, tmp_path, monkeypatch):
+    """mask new_only: the old base is neither loaded live nor cached."""
+    import compatlm.train.teachers as teachers_mod
+
+    def refuse(*args, **kwargs):
+        raise AssertionError("teacher_old was built")
+
+    monkeypatch.setattr(teachers_mod, "LiveOldTeacher", refuse)
+    monkeypatch.setattr(teachers_mod, "build_teacher_cache", refuse)
+    for teacher_old in ("live", "cache"):
+        cfg = _compat_cfg(tiny_family, data, mask="new_only", teacher_old=teacher_old)
+        train_compat(cfg, tmp_path / teacher_old)
+        rows = [json.loads(x) for x in (tmp_path / teacher_old / "train_log.jsonl").open()]
+        assert all(r["counts"]["old_tokens"] == 0 and r["train_kd"] > 0 for r in rows)

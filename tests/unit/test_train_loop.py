@@ -12,13 +12,15 @@ from compatlm.errors import CompatlmError
 from compatlm.models import load_model
 from compatlm.spec import ModelSpec
 from compatlm.train import loop as loop_mod
-from compatlm.train.checkpoint import frozen_checksum
+from compatlm.train.checkpoint import frozen_checksum, peft_saver
 from compatlm.train.config import LoraSettings, OptimSettings
 from compatlm.train.data import IGNORE, Collator, Features
+from compatlm.train.distributed.sharding import make_accelerator
+from compatlm.train.forward import forward_logits
 from compatlm.train.loop import run_training
 from compatlm.train.losses import LossOutput
-from compatlm.train.sharding import make_accelerator
-from compatlm.train.task import ce_step, forward_logits, lora_config, peft_saver
+from compatlm.train.step import ce_step
+from compatlm.train.student import lora_config
 
 CPU = RuntimeConfig(device="cpu", progress=False)
 

@@ -12,7 +12,7 @@ import torch
 from accelerate.utils import DistributedType
 
 from compatlm.errors import CompatlmError
-from compatlm.train.sharding import (
+from compatlm.train.distributed.sharding import (
     check_distributed,
     full_tensors,
     is_sharded,
@@ -20,7 +20,7 @@ from compatlm.train.sharding import (
     load_optimizer_state,
     optimizer_state,
 )
-from compatlm.train.zero import configure, load_engine
+from compatlm.train.distributed.zero import configure, load_engine
 
 
 def _acc(

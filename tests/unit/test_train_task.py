@@ -13,9 +13,10 @@ from safetensors.torch import load_file
 from compatlm.config import RuntimeConfig, build_config
 from compatlm.errors import CompatlmError
 from compatlm.models import load_model
+from compatlm.paths import BOOKKEEPING
 from compatlm.spec import ModelSpec
 from compatlm.train.config import TrainTaskConfig
-from compatlm.train.task import train_task
+from compatlm.train.recipes.task import train_task
 
 CPU = {"device": "cpu", "progress": False}
 
@@ -46,7 +47,8 @@ def _cfg(base, data, **kw) -> TrainTaskConfig:
 def test_run_directory_and_loadable_adapter(tiny_family, gen_data, tmp_path):
     adapter = train_task(_cfg(tiny_family["old"], gen_data), tmp_path)
     assert adapter == tmp_path / "adapter"
-    assert {p.name for p in tmp_path.iterdir()} == {
+    # compatlm's bookkeeping (run marker, lock file) aside, exactly the documented files:
+    assert {p.name for p in tmp_path.iterdir()} - set(BOOKKEEPING) == {
         "config.yaml",
         "env.json",
         "adapter",

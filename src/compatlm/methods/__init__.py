@@ -1,20 +1,15 @@
-"""Candidate builders: the alternatives a user weighs against MUSCLE.
+"""Candidate builders: the alternatives a user weighs against MUSCLE, and MUSCLE itself.
 
-Each weight-space method (``port``, ``interpolate``, ``task_arithmetic``, ``muscle``) writes a
-candidate directory and returns a ModelSpec string the evaluator loads like any other model;
-``rerank`` produces predictions instead. Choose methods by name through
-:func:`compatlm.methods.registry.get_method`.
+Every method is registered once in :mod:`compatlm.methods.registry` (name, paper, config, what
+it produces) and implemented by one module here: ``port``, ``interpolate``, ``task_arithmetic``
+(full-weight merges in ``merge``), ``muscle``, ``pct``, ``controls`` (``continue_ce``,
+``kd_new``) and ``rerank``. Weight-space methods write a candidate directory and return a
+ModelSpec string the evaluator loads like any other model; ``rerank`` produces predictions.
+Choose methods by name through :func:`get_method`.
 """
 
 from __future__ import annotations
 
-__all__ = ["get_method", "method_names"]
+from compatlm.methods.registry import METHODS, Method, get_method, method_names, register
 
-
-def __getattr__(name: str):
-    # Lazy: importing compatlm.methods must not pull torch/transformers until a method is used.
-    if name in __all__:
-        from compatlm.methods import registry
-
-        return getattr(registry, name)
-    raise AttributeError(name)
+__all__ = ["METHODS", "Method", "get_method", "method_names", "register"]

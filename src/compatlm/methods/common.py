@@ -43,7 +43,7 @@ def check_finite(name: str, value: float) -> None:
 def start_candidate(out: str | Path) -> Path:
     """Create the candidate directory; a non-empty one is refused (the CLI's --overwrite
     empties it first)."""
-    return prepare_out_dir(out)
+    return prepare_out_dir(out, kind="candidate", resumable=False)
 
 
 def write_manifest(

@@ -9,11 +9,11 @@ Knobs that a sweep varies (``alpha``, ``vectors[i].weight``) are plain top-level
 
 from __future__ import annotations
 
-from typing import Any, Literal
+from typing import Literal
 
 from pydantic import Field, model_validator
 
-from compatlm.config import CompareConfig, RuntimeConfig, StrictModel, TaskConfig
+from compatlm.config import RuntimeConfig, StrictModel, TaskConfig
 
 
 class MethodConfig(StrictModel):
@@ -117,28 +117,6 @@ class RerankConfig(MethodConfig):
         return self
 
 
-class SweepConfig(StrictModel):
-    """``compatlm sweep``: one method over a grid of one knob, selected on validation data."""
-
-    method: str = Field(description="registry name: port | interpolate | task_arithmetic | muscle")
-    config: dict[str, Any] | str = Field(
-        description="the method's config: a mapping with its keys, or the path of its YAML file"
-    )
-    knob: str = Field(
-        description="dotted key varied, e.g. alpha, vectors.1.weight, kd_weight, focal.beta"
-    )
-    values: list[float | int | str | bool] = Field(description="the grid (one candidate each)")
-    old: str | None = Field(None, description="old ModelSpec (default: the method config's old)")
-    new: str | None = Field(None, description="new ModelSpec (default: the method config's new)")
-    validation: TaskConfig = Field(description="task + split the knob is selected on")
-    test: TaskConfig | None = Field(
-        None, description="task + split the selected candidate is finally evaluated on"
-    )
-    accuracy_floor: float | None = Field(
-        None,
-        ge=0.0,
-        le=1.0,
-        description="minimum validation accuracy; null = the vanilla new model's accuracy",
-    )
-    runtime: RuntimeConfig = RuntimeConfig()
-    compare: CompareConfig = CompareConfig()
+# The sweep's config lives with the sweep; imported here so `compatlm.methods.config` keeps
+# naming every method-level config.
+from compatlm.methods.sweep_config import SweepConfig  # noqa: E402, F401

@@ -85,38 +85,44 @@ def interpolate_adapters(
     return ModelSpec(str(out / "model")), details
 
 
-class InterpolateMethod:
-    name = "interpolate"
-    config_cls = InterpolateConfig
-    summary = "alpha·ΔW_old + (1 − alpha)·ΔW_new on the new base, exact (BCWI)"
+def config_cls(method: str) -> type[InterpolateConfig]:
+    return InterpolateConfig
 
-    def build(
-        self, cfg: InterpolateConfig, out: Path, *, runtime: RuntimeConfig | None = None
-    ) -> str:
-        runtime = runtime or cfg.runtime
-        old, new = ModelSpec.parse(cfg.old), ModelSpec.parse(cfg.new)
-        old_adapter = require_adapter(old, "old", "old")
-        new_adapter = require_adapter(new, "new", "new")
-        out = start_candidate(out)
-        spec, details = interpolate_adapters(
-            old_adapter,
-            new_adapter,
-            new.with_adapter(None),
-            out,
-            alpha=cfg.alpha,
-            output=cfg.output,
-            missing_modules=cfg.missing_modules,
-            allow_extrapolation=cfg.allow_extrapolation,
-            runtime=runtime,
-        )
-        return finish_candidate(
-            out,
-            method=self.name,
-            cfg=cfg,
-            spec=spec,
-            artefact=cfg.output,
-            sources={"old_adapter": old_adapter, "new_adapter": new_adapter, "new_base": new.base},
-            warnings=[],
-            details=details,
-            runtime=runtime,
-        )
+
+def build(
+    method: str,
+    cfg: InterpolateConfig,
+    out: Path,
+    *,
+    runtime: RuntimeConfig | None = None,
+    resume: bool = False,
+) -> str:
+    """The ``interpolate`` registry entry: write the candidate directory; return its ModelSpec.
+    Training-free, so there is nothing to resume: ``resume`` is accepted and ignored."""
+    runtime = runtime or cfg.runtime
+    old, new = ModelSpec.parse(cfg.old), ModelSpec.parse(cfg.new)
+    old_adapter = require_adapter(old, "old", "old")
+    new_adapter = require_adapter(new, "new", "new")
+    out = start_candidate(out)
+    spec, details = interpolate_adapters(
+        old_adapter,
+        new_adapter,
+        new.with_adapter(None),
+        out,
+        alpha=cfg.alpha,
+        output=cfg.output,
+        missing_modules=cfg.missing_modules,
+        allow_extrapolation=cfg.allow_extrapolation,
+        runtime=runtime,
+    )
+    return finish_candidate(
+        out,
+        method=method,
+        cfg=cfg,
+        spec=spec,
+        artefact=cfg.output,
+        sources={"old_adapter": old_adapter, "new_adapter": new_adapter, "new_base": new.base},
+        warnings=[],
+        details=details,
+        runtime=runtime,
+    )

@@ -58,28 +58,36 @@ def port_adapter(
     return warnings
 
 
-class PortMethod:
-    name = "port"
-    config_cls = PortConfig
-    summary = "the old adapter on the new base, ΔW scaled by alpha (PortLLM)"
+def config_cls(method: str) -> type[PortConfig]:
+    return PortConfig
 
-    def build(self, cfg: PortConfig, out: Path, *, runtime: RuntimeConfig | None = None) -> str:
-        runtime = runtime or cfg.runtime
-        old, new = ModelSpec.parse(cfg.old), ModelSpec.parse(cfg.new)
-        adapter = require_adapter(old, "old", "old")
-        if new.adapter is not None:
-            log.info("port: the new spec's adapter %s is not used (only its base)", new.adapter)
-        out = start_candidate(out)
-        warnings = port_adapter(adapter, new, out / "adapter", alpha=cfg.alpha, runtime=runtime)
-        spec = ModelSpec(new.base, new.base_revision, str(out / "adapter"))
-        return finish_candidate(
-            out,
-            method=self.name,
-            cfg=cfg,
-            spec=spec,
-            artefact="adapter",
-            sources={"adapter": adapter, "new_base": new.base},
-            warnings=warnings,
-            details={"alpha": cfg.alpha},
-            runtime=runtime,
-        )
+
+def build(
+    method: str,
+    cfg: PortConfig,
+    out: Path,
+    *,
+    runtime: RuntimeConfig | None = None,
+    resume: bool = False,
+) -> str:
+    """The ``port`` registry entry: write the candidate directory; return its ModelSpec.
+    Training-free, so there is nothing to resume: ``resume`` is accepted and ignored."""
+    runtime = runtime or cfg.runtime
+    old, new = ModelSpec.parse(cfg.old), ModelSpec.parse(cfg.new)
+    adapter = require_adapter(old, "old", "old")
+    if new.adapter is not None:
+        log.info("port: the new spec's adapter %s is not used (only its base)", new.adapter)
+    out = start_candidate(out)
+    warnings = port_adapter(adapter, new, out / "adapter", alpha=cfg.alpha, runtime=runtime)
+    spec = ModelSpec(new.base, new.base_revision, str(out / "adapter"))
+    return finish_candidate(
+        out,
+        method=method,
+        cfg=cfg,
+        spec=spec,
+        artefact="adapter",
+        sources={"adapter": adapter, "new_base": new.base},
+        warnings=warnings,
+        details={"alpha": cfg.alpha},
+        runtime=runtime,
+    )

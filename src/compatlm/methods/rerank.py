@@ -14,6 +14,7 @@ This is not a weight-space candidate: :func:`rerank_predictions` returns schema-
 lines (role ``rerank`` by default) that ``compatlm compare`` treats like any candidate's, plus the
 inference cost: forward tokens and wall time of sampling and scoring against greedy decoding of
 the new model (forward tokens = prompt + generated tokens per sequence, padding excluded).
+It is registered as ``rerank`` with ``produces: predictions`` (run by ``compatlm rerank``).
 
 Models are loaded one at a time (new, then old), like ``compatlm eval``. Samples are appended to
 ``samples.jsonl`` as they are drawn, so an interrupted run resumes without redrawing them.
@@ -25,13 +26,14 @@ import gc
 import logging
 import math
 import time
+from collections.abc import Sequence
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
 import torch
 
-from compatlm.config import RuntimeConfig, dump_config
+from compatlm.config import RuntimeConfig, dump_config, read_yaml
 from compatlm.errors import CompatlmError
 from compatlm.eval.generate import gen_prediction, generate
 from compatlm.eval.records import Prediction
@@ -48,6 +50,7 @@ from compatlm.io import (
 from compatlm.methods.config import RerankConfig
 from compatlm.methods.sampling import Candidate, example_seed, sample_outputs
 from compatlm.models import load_model, load_tokenizer, require_same_tokenizer
+from compatlm.paths import RunLayout, check_name
 from compatlm.prompts import (
     ScoringRequest,
     encode_pair,
@@ -58,6 +61,7 @@ from compatlm.prompts import (
     render_chat,
     scoring_input,
 )
+from compatlm.rundir import check_out_dir, input_paths
 from compatlm.spec import ModelSpec
 from compatlm.tasks import ResolvedTask, get_extractor, resolve_task
 
@@ -194,7 +198,8 @@ def rerank_predictions(
     hashes = {ex.id: example_hash(ex.hash_fields()) for ex in task.examples}
     rows: dict[str, dict] = {}
     for i, row in enumerate(load_resumable(samples_path) if samples_path else [], start=1):
-        if hashes.get(row.get("example_id")) != row.get("example_hash"):
+        eid = row.get("example_id")
+        if not isinstance(eid, str) or hashes.get(eid) != row.get("example_hash"):
             raise CompatlmError(
                 f"{samples_path}:{i}: example {row.get('example_id')!r} is not"
                 f" in task {task.name} as it is now; use --overwrite"
@@ -320,35 +325,66 @@ def _cost(
 
 
 def run_rerank(
-    cfg: RerankConfig, out: str | Path, *, overwrite: bool = False, resume: bool = False
+    cfg: RerankConfig,
+    out: str | Path,
+    *,
+    overwrite: bool = False,
+    resume: bool = False,
+    inputs: Sequence[str | Path] = (),
 ) -> list[Path]:
     """``compatlm rerank``: write predictions/<task>/<role>.jsonl, rerank/<task>/choices.jsonl,
     rerank_cost.json, config.yaml and env.json into ``out``; return the paths written."""
+    # Both names become directories and file names: checked before anything is read or written.
+    check_name("task.name", cfg.task.name)
+    check_name("role", cfg.role)
     task = resolve_task(cfg.task, "task")
     text = dump_config(cfg)
-    recorded = Path(out) / "config.yaml"
-    if resume and not overwrite and recorded.is_file() and recorded.read_text("utf-8") != text:
-        raise CompatlmError(
-            f"--resume {out}: config.yaml there differs from this run's configuration;"
-            " resume with the same config and overrides, or use --overwrite"
-        )
-    out = prepare_out_dir(out, overwrite=overwrite, resume=resume)
+    inputs = [*input_paths(cfg), *inputs]
+    check_out_dir(out, kind="rerank", overwrite=overwrite, resume=resume, inputs=inputs)
+    recorded = RunLayout(Path(out)).config
+    if resume and not overwrite and recorded.is_file():
+        read_yaml(recorded)  # a corrupt file is named in one line, not a traceback
+        if recorded.read_text("utf-8") != text:
+            raise CompatlmError(
+                f"--resume {out}: config.yaml there differs from this run's configuration;"
+                " resume with the same config and overrides, or use --overwrite"
+            )
+    out = prepare_out_dir(out, kind="rerank", overwrite=overwrite, resume=resume, inputs=inputs)
+    layout = RunLayout(out)
     rt = cfg.runtime
     written = [
-        atomic_write_text(out / "config.yaml", text),
+        atomic_write_text(layout.config, text),
         atomic_write_json(
-            out / "env.json",
+            layout.env,
             env_info(seed=rt.seed, device=rt.device, dtype=rt.dtype, batch_size=rt.batch_size),
         ),
     ]
-    samples = out / "rerank" / task.name / "samples.jsonl"
+    samples = layout.rerank(task.name) / "samples.jsonl"
     result = rerank_predictions(cfg.new, cfg.old, task, cfg, rt, samples_path=samples)
     written += [
         samples,
-        atomic_write_jsonl(out / "rerank" / task.name / "choices.jsonl", result.choices),
-        atomic_write_jsonl(
-            out / "predictions" / task.name / f"{cfg.role}.jsonl", result.predictions
-        ),
+        atomic_write_jsonl(layout.rerank(task.name) / "choices.jsonl", result.choices),
+        atomic_write_jsonl(layout.predictions(task.name, cfg.role), result.predictions),
         atomic_write_json(out / "rerank_cost.json", result.cost),
     ]
     return written
+
+
+def config_cls(method: str) -> type[RerankConfig]:
+    return RerankConfig
+
+
+def build(
+    method: str,
+    cfg: RerankConfig,
+    out: Path,
+    *,
+    runtime: RuntimeConfig | None = None,
+    resume: bool = False,
+) -> str:
+    """The ``rerank`` registry entry: :func:`run_rerank` into ``out``; returns the predictions
+    file (BCR makes predictions, not a model)."""
+    if runtime is not None:
+        cfg = cfg.model_copy(update={"runtime": runtime})
+    run_rerank(cfg, out, resume=resume)
+    return str(RunLayout(Path(out)).predictions(cfg.task.name, cfg.role))

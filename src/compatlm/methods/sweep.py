@@ -1,51 +1,84 @@
-"""``compatlm sweep``: one method over a grid of one knob, selected for compatibility.
+"""``compatlm sweep``: a method over a grid of its knobs, selected on one split, tested once.
 
-Every method trades the new model's accuracy gain against negative flips through one knob
-(alpha for port/interpolate, a weight ω for task arithmetic, kd_weight λ or focal β for MUSCLE).
-The sweep builds one candidate per grid value, evaluates old, new and all candidates on the
-*validation* task (``compatlm eval`` machinery: predictions, flips, metrics.json), and selects
+Every method trades the new model's accuracy gain against negative flips through its knobs
+(alpha for port/interpolate, a weight ω for task arithmetic; the mask, kd_weight λ, temperature
+T, epochs or focal β for MUSCLE). The sweep builds one candidate per grid point (plus, when
+configured, a control built once) and selects one of them on the *selection* split with the
+rule of :mod:`compatlm.methods.selection`. The order of work is the guarantee that the test
+split cannot influence the choice:
 
-    the candidate with the lowest negative flip rate (vs old) among those whose validation
-    accuracy is at least the floor (default: the vanilla new model's validation accuracy),
+1. plan: every grid point's config, the control's, old and new are checked; the selection split
+   is loaded completely (it must exist and carry labels); of the test split only the file's
+   existence is checked — all before ``--out`` is touched or anything is trained;
+2. build ``candidates/<name>/`` per grid point (and the control);
+3. evaluate old, new, every candidate and the control on the selection split → ``validation/``;
+4. :func:`~compatlm.methods.selection.choose` reads ``validation/metrics.json`` and nothing else;
+   the winner is written to ``selection.json`` before any test data is opened;
+5. evaluate only old, new, the winner and the control on the test split → ``test/``;
+6. write ``selection.json`` (every point's numbers with numerators and denominators, the rule,
+   the winner, the test numbers), ``sweep.md`` and ``plots/sweep_front.png`` (and, in the
+   original ``validation``/``test`` form, ``sweep.json`` as before).
 
-ties broken by higher accuracy, then grid order. Only the selected candidate is then evaluated
-on the *test* task, so the reported test numbers are not selected on. An empty grid, or a grid
-where no candidate reaches the floor, is reported as such: nothing is picked silently.
-
-Output (``--out``): ``candidates/<name>/`` (one per value), ``validation/`` and ``test/`` (eval
-run directories), ``sweep.json`` (every point with its counts, the floor, the choice and why),
-``sweep.md`` and ``plots/sweep_front.png`` (NFR vs accuracy, the Pareto front, the floor).
+A failed sweep removes the work directories this invocation created (``candidates/``,
+``validation/``, ``test/``; each renamed away in one step, then deleted): when no candidate
+reaches the accuracy floor (the verdict files stay, the CLI exits 1), or on an error before the
+winner is fixed. An error in the test look keeps everything (the selection is complete: fix the
+test split and ``--resume``), and so does an interruption (``--resume`` continues it).
 """
 
 from __future__ import annotations
 
 import json
 import logging
-import re
-from dataclasses import asdict, dataclass
-from fractions import Fraction
+import secrets
+import shutil
+from dataclasses import asdict, dataclass, field
 from pathlib import Path
 from typing import Any
 
-from compatlm.config import EvalConfig, apply_overrides, build_config, dump_config, read_yaml
+from compatlm.config import (
+    EvalConfig,
+    TaskConfig,
+    dump_config,
+)
 from compatlm.errors import CompatlmError
 from compatlm.io import atomic_write_bytes, atomic_write_json, atomic_write_text, prepare_out_dir
-from compatlm.methods.config import SweepConfig
-from compatlm.methods.registry import Method, get_method
-from compatlm.methods.sweep_report import front_png, sweep_markdown
+from compatlm.methods.registry import Method, get_candidate_method
+from compatlm.methods.selection import (
+    NFR,
+    Entry,
+    Selection,
+    SweepPoint,
+    choose,
+    point_from_metrics,
+    select,
+)
+from compatlm.methods.sweep_config import (
+    SweepConfig,
+    control_of,
+    grid_points,
+    method_configs,
+    point_name,
+    role_name,
+)
+from compatlm.methods.sweep_report import (
+    front_png,
+    legacy_document,
+    selection_document,
+    sweep_markdown,
+)
+from compatlm.methods.sweep_splits import (
+    check_selection_split,
+    check_test_split_exists,
+    same_file,
+    sweep_splits,
+)
+from compatlm.rundir import input_paths
+
+__all__ = ["SweepPoint", "SweepResult", "method_configs", "role_name", "run_sweep", "select"]
 
 log = logging.getLogger(__name__)
-
-
-@dataclass
-class SweepPoint:
-    name: str  # role name in the eval runs
-    value: Any  # the knob's value (None for the vanilla new model)
-    spec: str
-    negative_flip_rate: dict[str, Any]  # metric object vs old: value, numerator, denominator
-    accuracy: dict[str, Any]  # validation accuracy of this model, same shape
-    eligible: bool = False
-    pareto: bool = False
+WORK_DIRS = ("candidates", "validation", "test")
 
 
 @dataclass
@@ -55,77 +88,86 @@ class SweepResult:
     floor: dict[str, Any]  # value + where it came from
     selected: SweepPoint | None
     reason: str
-    test_metrics: dict[str, Any] | None
+    test_metrics: dict[str, Any] | None  # role -> point on the test split (new, the winner)
     paths: list[Path]
+    selection: Selection | None = None
 
 
-def role_name(knob: str, value: Any) -> str:
-    """A file-safe role name for a grid value (eval roles: letters, digits, _ . -)."""
-    return re.sub(r"[^A-Za-z0-9_.-]", "_", f"{knob}_{json.dumps(value)}").strip("_") or "c"
+@dataclass
+class Plan:
+    """Everything a sweep will do, checked before anything is written."""
+
+    method: Method
+    grid: list[tuple[str, dict[str, Any], Any, Any]]  # name, knobs, value, method config
+    old: str
+    new: str
+    val_task: TaskConfig
+    val_split: str
+    test_task: TaskConfig | None
+    test_split: str | None
+    control: tuple[str, Method | None, Any, str | None] | None = None  # name, method, cfg, spec
+    inputs: list[str] = field(default_factory=list)
+
+    @property
+    def control_name(self) -> str | None:
+        return self.control[0] if self.control is not None else None
 
 
-def method_configs(cfg: SweepConfig, method: Method) -> list[tuple[Any, Any]]:
-    """(value, validated method config) per grid value — every point is checked before any
-    work starts, so alpha=1.5 in the grid fails now, not after hours of evaluation."""
-    if not cfg.values:
-        raise CompatlmError("values: the grid is empty; give at least one value to sweep")
-    data = read_yaml(cfg.config) if isinstance(cfg.config, str) else dict(cfg.config)
-    out = []
-    for value in cfg.values:
-        point = apply_overrides(data, [f"{cfg.knob}={json.dumps(value)}"])
-        source = f"sweep config ({cfg.knob}={json.dumps(value)})"
-        out.append((value, build_config(method.config_cls, point, source)))
-    return out
+def _metric(cfg: SweepConfig) -> str:
+    rule = cfg.rule()
+    return rule.metric if rule is not None else NFR
 
 
-def _frac(metric: dict[str, Any]) -> Fraction | None:
-    if metric.get("value") is None or not metric.get("denominator"):
-        return None
-    return Fraction(int(metric["numerator"]), int(metric["denominator"]))
+def plan_sweep(cfg: SweepConfig) -> Plan:
+    """Check every input of the sweep (step 1 of the module docstring); write nothing."""
+    from compatlm.models import preflight
 
-
-def select(points: list[SweepPoint], floor: Fraction) -> tuple[SweepPoint | None, str]:
-    """Mark eligible and Pareto points; return the choice and a one-line reason."""
-    if not points:
-        return None, "the grid is empty: no candidate to select"
-    for p in points:
-        acc = _frac(p.accuracy)
-        p.eligible = acc is not None and _frac(p.negative_flip_rate) is not None and acc >= floor
-    scored = [(p, _frac(p.negative_flip_rate), _frac(p.accuracy)) for p in points]
-    scored = [(p, n, a) for p, n, a in scored if n is not None and a is not None]
-    for p, n, a in scored:
-        # On the front when no other point is at least as good on both axes and better on one.
-        p.pareto = not any(
-            (n2 <= n and a2 >= a) and (n2 < n or a2 > a) for q, n2, a2 in scored if q is not p
+    method = get_candidate_method(cfg.method)
+    grid_cfgs = method_configs(cfg, method)
+    knobs = grid_points(cfg)
+    first = grid_cfgs[0][1]
+    old = cfg.old or getattr(first, "old", None)
+    new = cfg.new or getattr(first, "new", None)
+    if not old or not new:
+        raise CompatlmError(
+            f"sweep: give old and new (the {cfg.method} config has no old/new to borrow)"
         )
-    eligible = [(i, p) for i, p in enumerate(points) if p.eligible]
-    if not eligible:
-        best = max((a for _, _, a in scored), default=None)
-        best_s = f"{float(best):.4f}" if best is not None else "undefined"
-        return None, (
-            f"no candidate reaches the accuracy floor {float(floor):.4f} (best candidate"
-            f" accuracy: {best_s}); lower accuracy_floor or widen the grid"
+    names = [point_name(k) for k in knobs]
+    if len(set(names)) != len(names):
+        raise CompatlmError(f"values: the grid repeats a value ({', '.join(names)})")
+    control = control_of(cfg)
+    if control is not None and control[0] in names:
+        raise CompatlmError(f"control.name: {control[0]!r} is also the name of a grid point")
+    val_task, val_split, test_task, test_split, val_field, test_field = sweep_splits(cfg)
+    if test_task is not None and same_file(val_task, test_task):
+        raise CompatlmError(
+            f"{val_field}: the selection split and the test split read the same data"
+            f" ({val_task.path or val_task.name}); select on one split and test on another"
         )
-    _, chosen = min(
-        eligible,
-        key=lambda ip: (_frac(ip[1].negative_flip_rate), -_frac(ip[1].accuracy), ip[0]),  # type: ignore[operator]
-    )
-    return chosen, (
-        f"lowest negative flip rate ({float(_frac(chosen.negative_flip_rate)):.4f}) among"  # type: ignore[arg-type]
-        f" {len(eligible)} of {len(points)} candidates with accuracy >= {float(floor):.4f}"
-    )
+    by_name = cfg.rule() is not None  # splits named in select: say which one
+    n = check_selection_split(val_task, f"{val_field} {val_split!r}" if by_name else val_field)
+    if test_task is not None:
+        check_test_split_exists(
+            test_task, f"{test_field} {test_split!r}" if by_name else test_field
+        )
+    checks = [("old", old), ("new", new)]
+    if control is not None and control[3] is not None:
+        checks.append(("control.spec", control[3]))
+    for role, spec in checks:
+        try:
+            preflight(spec, cfg.runtime)
+        except CompatlmError as err:
+            raise CompatlmError(f"{role}: {err}") from None
+    log.info("sweep: %d grid points, selecting on %s (%d examples)", len(names), val_split, n)
+    grid = [(nm, k, v, c) for nm, k, (v, c) in zip(names, knobs, grid_cfgs, strict=True)]
+    inputs = [t.path for t in (val_task, test_task) if t is not None and t.path is not None]
+    if isinstance(cfg.config, str):
+        inputs.append(cfg.config)
+    return Plan(method, grid, old, new, val_task, val_split, test_task, test_split, control, inputs)
 
 
-def _point(metrics: dict[str, Any], task: str, role: str, value: Any, spec: str) -> SweepPoint:
-    for comp in metrics["comparisons"]:
-        if comp["task"] == task and comp["reference"] == "old" and comp["other"] == role:
-            m = comp["metrics"]
-            return SweepPoint(role, value, spec, m["negative_flip_rate"], m["accuracy_new"])
-    raise CompatlmError(f"metrics.json has no comparison old vs {role} on task {task!r}")
-
-
-def _eval(cfg: SweepConfig, old: str, new: str, cands: dict[str, str], task, out: Path,
-          overwrite: bool, resume: bool) -> dict[str, Any]:  # fmt: skip
+def _eval(cfg: SweepConfig, old: str, new: str, cands: dict[str, str], task: TaskConfig,
+          out: Path, overwrite: bool, resume: bool) -> dict[str, Any]:  # fmt: skip
     from compatlm.eval.pipeline import run_eval
 
     ecfg = EvalConfig(old=old, new=new, candidates=cands, tasks=[task], runtime=cfg.runtime,
@@ -137,83 +179,165 @@ def _eval(cfg: SweepConfig, old: str, new: str, cands: dict[str, str], task, out
 def _build(method: Method, mcfg: Any, out: Path, runtime: Any, resume: bool) -> str:
     """Build one candidate, reusing a finished one from an interrupted sweep (same config)."""
     manifest, recorded = out / "candidate.json", out / "config.yaml"
-    if (
-        resume
-        and manifest.is_file()
-        and recorded.is_file()
-        and recorded.read_text(encoding="utf-8") == dump_config(mcfg)
-    ):
-        return json.loads(manifest.read_text(encoding="utf-8"))["spec"]
-    prepare_out_dir(out, overwrite=True)
+    if resume and manifest.is_file() and recorded.is_file():
+        try:  # a corrupt leftover is rebuilt, not a traceback
+            same = recorded.read_text(encoding="utf-8") == dump_config(mcfg)
+            spec = json.loads(manifest.read_text(encoding="utf-8"))["spec"] if same else None
+        except (UnicodeDecodeError, ValueError, TypeError, KeyError):
+            spec = None
+        if isinstance(spec, str):
+            return spec
+    prepare_out_dir(out, kind="candidate", overwrite=True, resumable=False)
     return method.build(mcfg, out, runtime=runtime)
+
+
+class WorkDirs:
+    """The work directories of one invocation, so that a failed sweep removes what it created
+    (and only that: directories a resumed run found are left as they were)."""
+
+    def __init__(self, out: Path) -> None:
+        self.out = out
+        self.existed = {name: (out / name).exists() for name in WORK_DIRS}
+        cands = out / "candidates"
+        self.old_candidates = {p.name for p in cands.iterdir()} if cands.is_dir() else set()
+
+    def remove_created(self) -> list[str]:
+        """Remove what this invocation created: each directory is renamed into the staging
+        area in one step (it is gone from its place at once), then deleted."""
+        from compatlm.paths import STAGING
+
+        doomed = [
+            self.out / n for n in WORK_DIRS if (self.out / n).exists() and not self.existed[n]
+        ]
+        cands = self.out / "candidates"
+        if self.existed["candidates"] and cands.is_dir():
+            doomed += [p for p in cands.iterdir() if p.name not in self.old_candidates]
+        trash = self.out / STAGING
+        removed = []
+        for path in doomed:
+            trash.mkdir(exist_ok=True)
+            path.rename(trash / f"removed-{path.name}-{secrets.token_hex(4)}")
+            removed.append(path.relative_to(self.out).as_posix())
+        shutil.rmtree(trash, ignore_errors=True)
+        return removed
 
 
 def run_sweep(
     cfg: SweepConfig, out: str | Path, *, overwrite: bool = False, resume: bool = False
 ) -> SweepResult:
     """Run the sweep described by ``cfg`` into ``out`` (see the module docstring)."""
-    method = get_method(cfg.method)
-    grid = method_configs(cfg, method)
-    first = grid[0][1]
-    old = cfg.old or getattr(first, "old", None)
-    new = cfg.new or getattr(first, "new", None)
-    if not old or not new:
-        raise CompatlmError(
-            f"sweep: give old and new (the {cfg.method} config has no old/new to borrow)"
-        )
-    names = [role_name(cfg.knob, v) for v, _ in grid]
-    if len(set(names)) != len(names):
-        raise CompatlmError(f"values: the grid repeats a value ({', '.join(names)})")
-    out = prepare_out_dir(out, overwrite=overwrite, resume=resume)
-    atomic_write_text(out / "config.yaml", dump_config(cfg))
-    specs = {}
-    for name, (_, mcfg) in zip(names, grid, strict=True):
+    plan = plan_sweep(cfg)
+    inputs = [*plan.inputs, *input_paths(cfg)]  # + local models and adapters of the config
+    out = prepare_out_dir(out, kind="sweep", overwrite=overwrite, resume=resume, inputs=inputs)
+    work = WorkDirs(out)
+    fixed = False  # True once the winner is on disk: later errors keep the work for --resume
+    try:
+        atomic_write_text(out / "config.yaml", dump_config(cfg))
+        specs = _build_all(plan, cfg, out, resume)
+        val = _eval(cfg, plan.old, plan.new, specs, plan.val_task, out / "validation",
+                    overwrite, resume)  # fmt: skip
+        selection = _choose(val, plan, cfg, specs)
+        if selection.winner is None:
+            removed = work.remove_created()
+            log.info("sweep: no candidate selected; removed %s", ", ".join(removed) or "nothing")
+            return _finish(out, cfg, plan, selection, None, "no_candidate", removed)
+        # The winner is on disk before any test data is opened.
+        _write_selection(out, cfg, plan, selection, None, "winner_fixed", [])
+        fixed = True
+        test = None
+        if plan.test_task is not None:
+            test = _test_look(cfg, plan, selection, specs, out, overwrite, resume)
+        return _finish(out, cfg, plan, selection, test, "selected", [])
+    except Exception:
+        if not fixed:
+            work.remove_created()
+        raise
+
+
+def _build_all(plan: Plan, cfg: SweepConfig, out: Path, resume: bool) -> dict[str, str]:
+    specs: dict[str, str] = {}
+    for name, _, _, mcfg in plan.grid:
         log.info("sweep: building %s", name)
-        specs[name] = _build(method, mcfg, out / "candidates" / name, cfg.runtime, resume)
-    val = _eval(cfg, old, new, specs, cfg.validation, out / "validation", overwrite, resume)
-    task = cfg.validation.name
-    points = [_point(val, task, n, v, specs[n]) for n, (v, _) in zip(names, grid, strict=True)]
-    vanilla = _point(val, task, "new", None, new)
-    if cfg.accuracy_floor is not None:
-        floor = Fraction(cfg.accuracy_floor)
-        floor_doc = {"value": cfg.accuracy_floor, "source": "accuracy_floor"}
-    else:
-        vf = _frac(vanilla.accuracy)
-        if vf is None:
-            raise CompatlmError(
-                "accuracy_floor: the new model's validation accuracy is undefined"
-                f" ({vanilla.accuracy.get('reason')}); set accuracy_floor explicitly"
-            )
-        floor = vf
-        floor_doc = {"value": float(vf), "source": "validation accuracy of the new model"}
-    selected, reason = select(points, floor)
-    test_metrics = None
-    if selected is not None and cfg.test is not None:
-        test = _eval(cfg, old, new, {selected.name: selected.spec}, cfg.test, out / "test",
-                     overwrite, resume)  # fmt: skip
-        test_metrics = {
-            role: _point(test, cfg.test.name, role, None, "").__dict__
-            for role in ("new", selected.name)
-        }
-    result = SweepResult(points, vanilla, floor_doc, selected, reason, test_metrics, [])
-    result.paths = _write_outputs(out, cfg, result)
-    return result
+        specs[name] = _build(plan.method, mcfg, out / "candidates" / name, cfg.runtime, resume)
+    if plan.control is not None:
+        name, method, ccfg, spec = plan.control
+        if spec is None:
+            assert method is not None
+            log.info("sweep: building the control %s (%s)", name, method.name)
+            spec = _build(method, ccfg, out / "candidates" / name, cfg.runtime, resume)
+        specs[name] = spec
+    return specs
 
 
-def _write_outputs(out: Path, cfg: SweepConfig, r: SweepResult) -> list[Path]:
-    doc = {
-        "method": cfg.method,
-        "knob": cfg.knob,
-        "validation_task": cfg.validation.model_dump(mode="json", exclude_none=True),
-        "floor": r.floor,
-        "new": asdict(r.new),
-        "points": [asdict(p) for p in r.points],
-        "selected": asdict(r.selected) if r.selected else None,
-        "reason": r.reason,
-        "test": r.test_metrics,
-    }
-    return [
-        atomic_write_json(out / "sweep.json", doc),
-        atomic_write_text(out / "sweep.md", sweep_markdown(doc)),
-        atomic_write_bytes(out / "plots" / "sweep_front.png", front_png(doc)),
-    ]
+def _choose(val: dict[str, Any], plan: Plan, cfg: SweepConfig, specs: dict[str, str]) -> Selection:
+    """The selection step. It is given the selection split's metrics document and nothing else."""
+    entries = [Entry(n, specs[n], "candidate", v, k) for n, k, v, _ in plan.grid]
+    if plan.control_name is not None:
+        entries.append(Entry(plan.control_name, specs[plan.control_name], "control"))
+    rule = cfg.rule()
+    return choose(
+        val,
+        plan.val_task.name,
+        entries,
+        plan.new,
+        metric=_metric(cfg),
+        split=plan.val_split,
+        floor_points=rule.accuracy_floor if rule is not None else None,
+        floor_absolute=None if rule is not None else cfg.accuracy_floor,
+        floor_field="select.accuracy_floor" if rule is not None else "accuracy_floor",
+        control_competes=rule.control_competes if rule is not None else True,
+    )
+
+
+def _test_look(cfg: SweepConfig, plan: Plan, selection: Selection, specs: dict[str, str],
+               out: Path, overwrite: bool, resume: bool) -> dict[str, Any]:  # fmt: skip
+    """Old, new, the winner and the control on the test split: the one look at it."""
+    assert selection.winner is not None and plan.test_task is not None
+    roles = {selection.winner.name: selection.winner.spec}
+    if plan.control_name is not None:
+        roles[plan.control_name] = specs[plan.control_name]
+    doc = _eval(cfg, plan.old, plan.new, roles, plan.test_task, out / "test", overwrite, resume)
+    models = {}
+    for role, spec in {"new": plan.new, **roles}.items():
+        kind = "new" if role == "new" else "control" if role == plan.control_name else "candidate"
+        p = point_from_metrics(doc, plan.test_task.name, Entry(role, spec, kind), _metric(cfg))
+        models[role] = asdict(p) | {"winner": role == selection.winner.name}
+    old_acc = next(c["metrics"]["accuracy_old"] for c in doc["comparisons"])
+    return {"split": plan.test_split, "old_accuracy": old_acc, "models": models}
+
+
+def _write_selection(
+    out: Path,
+    cfg: SweepConfig,
+    plan: Plan,
+    sel: Selection,
+    test: dict[str, Any] | None,
+    status: str,
+    removed: list[str],
+) -> Path:
+    doc = selection_document(
+        cfg,
+        sel,
+        old=plan.old,
+        control=plan.control_name,
+        test=test,
+        status=status,
+        removed=removed,
+        splits=(plan.val_split, plan.val_task, plan.test_split, plan.test_task),
+    )
+    return atomic_write_json(out / "selection.json", doc)
+
+
+def _finish(out: Path, cfg: SweepConfig, plan: Plan, sel: Selection, test: dict[str, Any] | None,
+            status: str, removed: list[str]) -> SweepResult:  # fmt: skip
+    paths = [_write_selection(out, cfg, plan, sel, test, status, removed)]
+    doc = json.loads(paths[0].read_text(encoding="utf-8"))
+    paths.append(atomic_write_text(out / "sweep.md", sweep_markdown(doc)))
+    paths.append(atomic_write_bytes(out / "plots" / "sweep_front.png", front_png(doc)))
+    legacy_test = None
+    if test is not None and sel.winner is not None:
+        legacy_test = {r: test["models"][r] for r in ("new", sel.winner.name)}
+    if cfg.rule() is None:
+        paths.append(atomic_write_json(out / "sweep.json", legacy_document(cfg, sel, legacy_test)))
+    return SweepResult(sel.points, sel.new, sel.floor, sel.winner, sel.reason, legacy_test,
+                       paths, sel)  # fmt: skip

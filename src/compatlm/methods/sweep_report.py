@@ -1,17 +1,90 @@
-"""Rendering of a sweep (``sweep.json`` → ``sweep.md`` and the NFR-vs-accuracy front plot).
+"""The documents of a sweep: ``selection.json`` (built here), ``sweep.md`` and the front plot.
 
-Pure functions of the sweep document, so the outputs can be re-rendered from files alone.
+``sweep.md`` and ``plots/sweep_front.png`` are pure functions of the ``selection.json``
+document, so they can be re-rendered from files alone. They say what was selected, on which
+split, under which floor; show the selection split's front (metric vs accuracy per point, the
+winner marked) and the one test look with the control beside the winner. Every label that comes
+from a config (knob values, role names, paths) is escaped: Markdown through
+:func:`compatlm.report.markdown.md`, plot text drawn without mathtext or LaTeX (a ``$`` in a
+knob value is a dollar sign, not the start of a formula).
 """
 
 from __future__ import annotations
 
-import io
+from dataclasses import asdict
 from typing import Any
 
-from matplotlib.backends.backend_agg import FigureCanvasAgg
 from matplotlib.figure import Figure
 
-GREEN, RED, BLUE, GREY = "#3a9a5b", "#c8413b", "#3b6fb6", "#9a9a9a"
+from compatlm.report.markdown import md, md_code, table
+from compatlm.report.plots import BLUE, GREEN, GREY, ORANGE, RED, TEXT, drawing, png_bytes
+from compatlm.report.plots import label as plot_label
+
+ABBREV = {
+    "negative_flip_rate": "NFR",
+    "inconsistency_flip_rate": "NFR (inconsistency)",
+    "negative_flip_impact": "NFI",
+    "similarity_negative_flip_rate": "NFR (similarity)",
+    "backward_trust_compatibility": "BTC",
+}
+
+
+def _dump(task: Any) -> dict[str, Any] | None:
+    return task.model_dump(mode="json", exclude_none=True) if task is not None else None
+
+
+def selection_document(
+    cfg: Any,
+    sel: Any,
+    *,
+    old: str,
+    control: str | None,
+    test: dict[str, Any] | None,
+    status: str,
+    removed: list[str],
+    splits: tuple[str, Any, str | None, Any],
+) -> dict[str, Any]:
+    """``selection.json``: the rule, every point's numbers on the selection split (metric
+    objects with numerator and denominator), the winner and the test look."""
+    val_split, val_task, test_split, test_task = splits
+    return {
+        "schema_version": 1,
+        "status": status,  # winner_fixed (test pending) | selected | no_candidate
+        "method": cfg.method,
+        "knobs": cfg.knobs(),
+        "splits": {
+            "selection": {"name": val_split, "task": _dump(val_task)},
+            "test": {"name": test_split, "task": _dump(test_task)} if test_task else None,
+        },
+        "rule": sel.rule,
+        "old": old,
+        "new": asdict(sel.new),
+        "control": control,
+        "points": [asdict(p) for p in sel.points],
+        "winner": asdict(sel.winner) if sel.winner is not None else None,
+        "reason": sel.reason,
+        "test": test,
+        "runs": {
+            "validation": None if "validation" in removed else "validation",
+            "test": "test" if test is not None else None,
+        },
+        "removed": removed,
+    }
+
+
+def legacy_document(cfg: Any, sel: Any, test: dict[str, Any] | None) -> dict[str, Any]:
+    """``sweep.json`` of the original ``validation``/``test`` form, in its original shape."""
+    return {
+        "method": cfg.method,
+        "knob": cfg.knob if cfg.knob is not None else list(cfg.knobs()),
+        "validation_task": cfg.validation.model_dump(mode="json", exclude_none=True),
+        "floor": sel.floor,
+        "new": asdict(sel.new),
+        "points": [asdict(p) for p in sel.points],
+        "selected": asdict(sel.winner) if sel.winner else None,
+        "reason": sel.reason,
+        "test": test,
+    }
 
 
 def _pct(metric: dict[str, Any] | None) -> str:
@@ -20,91 +93,147 @@ def _pct(metric: dict[str, Any] | None) -> str:
     return f"{100 * metric['value']:.2f}% ({metric['numerator']}/{metric['denominator']})"
 
 
+def _metric(p: dict[str, Any], name: str) -> dict[str, Any] | None:
+    return p["negative_flip_rate"] if name == "negative_flip_rate" else p.get("metric")
+
+
+def point_label(p: dict[str, Any]) -> str:
+    """What a point is called in tables and the plot: its knob values, or its role."""
+    if p.get("kind") == "new":
+        return "new (vanilla)"
+    knobs = p.get("knobs")
+    if p.get("kind") == "control" or not knobs:
+        return f"{p['name']} (control)" if p.get("kind") == "control" else str(p["name"])
+    return ", ".join(f"{k}={v}" for k, v in knobs.items())
+
+
+def _task_text(split: dict[str, Any] | None) -> str:
+    if not split:
+        return "none"
+    task = split["task"] or {}
+    where = f", file {md_code(task['path'])}" if task.get("path") else ""
+    return f"split {md_code(split['name'])} of task {md_code(task.get('name'))}{where}"
+
+
 def sweep_markdown(doc: dict[str, Any]) -> str:
-    """A short Markdown summary: the grid table, the floor, the choice and the test numbers."""
-    vt = doc["validation_task"]
-    lines = [
-        f"# Sweep: {doc['method']} over `{doc['knob']}`",
+    """The sweep's report: the choice and its rule, the selection split's front, the test look."""
+    rule, metric = doc["rule"], doc["rule"]["metric"]
+    short = ABBREV.get(metric, metric)
+    floor = doc["rule"]["accuracy_floor"]
+    knobs = ", ".join(md_code(k) for k in doc["knobs"])
+    winner = doc["winner"]
+    lines = [f"# Sweep: {md(doc['method'])} over {knobs}", ""]
+    if winner is not None:
+        lines.append(f"**Selected: {md(point_label(winner))}** (role {md_code(winner['name'])}).")
+    else:
+        lines.append("**No candidate selected.**")
+    rule_line = (
+        f"- Rule: {rule['better']} {md(metric)} vs old is better, among the points with accuracy"
+        f" ≥ the floor {100 * floor['value']:.2f}% ({md(floor['source'])}); ties: {rule['ties']}"
+    )
+    if doc["control"] is not None and not rule["control_competes"]:
+        rule_line += "; the control is shown beside the winner but cannot be selected"
+    test_line = f"- Test look: {_task_text(doc['splits']['test'])}"
+    if doc["test"]:
+        who = "old, new, the winner" + (" and the control" if doc["control"] else "")
+        test_line += f", evaluated once after the winner was fixed ({who} only)"
+    lines += [
         "",
-        f"Validation task: `{vt.get('name')}` ("
-        + (f"file `{vt['path']}`" if vt.get("path") else f"split `{vt.get('split', 'test')}`")
-        + ").",
-        f"Accuracy floor: {100 * doc['floor']['value']:.2f}% ({doc['floor']['source']}).",
-        "",
-        f"| {doc['knob']} | NFR vs old | accuracy | meets floor | Pareto |",
-        "|---|---|---|---|---|",
-        f"| new (vanilla) | {_pct(doc['new']['negative_flip_rate'])}"
-        f" | {_pct(doc['new']['accuracy'])} | | |",
+        f"- Selected on: {_task_text(doc['splits']['selection'])}.",
+        rule_line + ".",
+        f"- Outcome: {md(doc['reason'], cap=400)}.",
+        test_line + ".",
     ]
-    chosen = doc["selected"]["name"] if doc["selected"] else None
+    if doc.get("removed"):
+        lines.append(f"- Removed after the failed selection: {', '.join(doc['removed'])}.")
+    split = doc["splits"]["selection"]["name"]
+    new = doc["new"]
+    rows = [[md(point_label(new)), _pct(_metric(new, metric)), _pct(new["accuracy"]),
+             "reference", ""]]  # fmt: skip
     for p in doc["points"]:
-        mark = " **(selected)**" if p["name"] == chosen else ""
-        lines.append(
-            f"| {p['value']}{mark} | {_pct(p['negative_flip_rate'])} | {_pct(p['accuracy'])}"
-            f" | {'yes' if p['eligible'] else 'no'} | {'yes' if p['pareto'] else ''} |"
-        )
-    lines += ["", f"**Selection:** {doc['reason']}.", ""]
+        name = md(point_label(p))
+        if winner and p["name"] == winner["name"]:
+            name += " **(selected)**"
+        rows.append([name, _pct(_metric(p, metric)), _pct(p["accuracy"]),
+                     "yes" if p["eligible"] else "no", "yes" if p["pareto"] else ""])  # fmt: skip
+    header = ["point", f"{short} vs old", "accuracy", "meets floor", "Pareto"]
+    lines += ["", f"## Front on split {md_code(split)}", "", table(header, rows), ""]
+    lines += ["![metric vs accuracy](plots/sweep_front.png)", ""]
     if doc.get("test"):
-        lines += [
-            "## Test split (selected candidate only)",
-            "",
-            "| model | NFR vs old | accuracy |",
-        ]
-        lines.append("|---|---|---|")
-        for role, p in doc["test"].items():
-            lines.append(f"| {role} | {_pct(p['negative_flip_rate'])} | {_pct(p['accuracy'])} |")
-        lines.append("")
-    lines.append("![NFR vs accuracy](plots/sweep_front.png)")
+        lines += _test_section(doc, metric, short)
     return "\n".join(lines) + "\n"
 
 
+def _test_section(doc: dict[str, Any], metric: str, short: str) -> list[str]:
+    test = doc["test"]
+    models = test["models"]
+    rows = [["old", "", _pct(test["old_accuracy"])]]
+    for role, p in models.items():
+        tag = " **(selected)**" if p.get("winner") else ""
+        kind = " (control)" if p.get("kind") == "control" else ""
+        rows.append([f"{md(role)}{kind}{tag}", _pct(_metric(p, metric)), _pct(p["accuracy"])])
+    lines = [f"## Test split {md_code(test['split'])} (one look)", "",
+             table(["model", f"{short} vs old", "accuracy"], rows), ""]  # fmt: skip
+    win = next((p for p in models.values() if p.get("winner")), None)
+    ctl = next((p for p in models.values() if p.get("kind") == "control"), None)
+    if win is not None and ctl is not None and win is not ctl:
+        diffs = []
+        for what, a, b in ((short, _metric(win, metric), _metric(ctl, metric)),
+                           ("accuracy", win["accuracy"], ctl["accuracy"])):  # fmt: skip
+            if a and b and a.get("value") is not None and b.get("value") is not None:
+                diffs.append(f"{what} {100 * (a['value'] - b['value']):+.2f} points")
+        if diffs:
+            lines += [f"Winner minus control on the test split: {', '.join(diffs)}.", ""]
+    return lines
+
+
+def _xy(p: dict[str, Any], metric: str) -> tuple[float, float] | None:
+    m, a = _metric(p, metric), p["accuracy"]
+    if not m or m.get("value") is None or a.get("value") is None:
+        return None
+    return 100 * m["value"], 100 * a["value"]
+
+
 def front_png(doc: dict[str, Any]) -> bytes:
-    """NFR (x) vs accuracy (y) of every grid point and the vanilla new model, the Pareto front
-    joined, the accuracy floor dashed and the selected point circled."""
-    fig = Figure(figsize=(5.6, 4.2))
+    """Selection metric (x) vs accuracy (y) on the selection split: every grid point, the
+    control, the new model, the Pareto front joined, the floor dashed, the winner circled."""
+    # No mathtext or LaTeX anywhere in this figure: knob values and names are data.
+    with drawing():
+        return _front_png(doc)
+
+
+def _front_png(doc: dict[str, Any]) -> bytes:
+    metric = doc["rule"]["metric"]
+    fig = Figure(figsize=(5.8, 4.3))
     ax = fig.add_subplot()
-    pts = [
-        p
-        for p in doc["points"]
-        if p["negative_flip_rate"]["value"] is not None and p["accuracy"]["value"] is not None
-    ]
-    xs = [100 * p["negative_flip_rate"]["value"] for p in pts]
-    ys = [100 * p["accuracy"]["value"] for p in pts]
-    ax.scatter(xs, ys, color=BLUE, zorder=3, label="candidates")
-    for p, x, y in zip(pts, xs, ys, strict=True):
-        ax.annotate(str(p["value"]), (x, y), textcoords="offset points", xytext=(4, 4), fontsize=8)
-    front = sorted((x, y) for p, x, y in zip(pts, xs, ys, strict=True) if p["pareto"])
+    kinds = (("candidate", BLUE, "o", "grid points"), ("control", ORANGE, "D", "control"))
+    for kind, color, marker, name in kinds:
+        pts = [(p, xy) for p in doc["points"] if p.get("kind", "candidate") == kind
+               for xy in [_xy(p, metric)] if xy is not None]  # fmt: skip
+        if not pts:
+            continue
+        ax.scatter([x for _, (x, _) in pts], [y for _, (_, y) in pts], color=color,
+                   marker=marker, zorder=3, label=name)  # fmt: skip
+        for p, (x, y) in pts:
+            ax.annotate(plot_label(point_label(p), 32), (x, y), textcoords="offset points",
+                        xytext=(4, 4), fontsize=7, **TEXT)  # fmt: skip
+    front = sorted(xy for p in doc["points"] if p["pareto"] for xy in [_xy(p, metric)] if xy)
     if len(front) > 1:
         ax.plot(*zip(*front, strict=True), color=BLUE, alpha=0.5, label="Pareto front")
-    new = doc["new"]
-    if new["negative_flip_rate"]["value"] is not None and new["accuracy"]["value"] is not None:
-        ax.scatter(
-            [100 * new["negative_flip_rate"]["value"]],
-            [100 * new["accuracy"]["value"]],
-            color=RED,
-            marker="s",
-            zorder=3,
-            label="new (vanilla)",
-        )
-    ax.axhline(100 * doc["floor"]["value"], color=GREY, linestyle="--", label="accuracy floor")
-    sel = doc["selected"]
-    if sel is not None:
-        ax.scatter(
-            [100 * sel["negative_flip_rate"]["value"]],
-            [100 * sel["accuracy"]["value"]],
-            s=180,
-            facecolors="none",
-            edgecolors=GREEN,
-            linewidths=2,
-            zorder=4,
-            label="selected",
-        )
-    ax.set_xlabel("negative flip rate vs old (%)")
+    new = _xy(doc["new"], metric)
+    if new is not None:
+        ax.scatter([new[0]], [new[1]], color=RED, marker="s", zorder=3, label="new (vanilla)")
+    ax.axhline(100 * doc["rule"]["accuracy_floor"]["value"], color=GREY, linestyle="--",
+               label="accuracy floor")  # fmt: skip
+    win = _xy(doc["winner"], metric) if doc["winner"] is not None else None
+    if win is not None:
+        ax.scatter([win[0]], [win[1]], s=180, facecolors="none", edgecolors=GREEN,
+                   linewidths=2, zorder=4, label="selected")  # fmt: skip
+    ax.set_xlabel(f"{metric.replace('_', ' ')} vs old (%)")
     ax.set_ylabel("accuracy (%)")
-    ax.set_title(f"{doc['method']}: {doc['knob']} sweep (validation)", fontsize=10)
+    split = doc["splits"]["selection"]["name"]
+    title = f"{plot_label(doc['method'])} sweep, split {plot_label(split)}"
+    ax.set_title(title, fontsize=10, **TEXT)
     ax.legend(fontsize=8, loc="best")
     fig.tight_layout()
-    FigureCanvasAgg(fig)
-    buf = io.BytesIO()
-    fig.savefig(buf, format="png", dpi=100, metadata={"Software": None})
-    return buf.getvalue()
+    return png_bytes(fig)

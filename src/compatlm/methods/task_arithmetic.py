@@ -104,30 +104,34 @@ def task_arithmetic(
     return ModelSpec(str(out / "model")), details
 
 
-class TaskArithmeticMethod:
-    name = "task_arithmetic"
-    config_cls = TaskArithmeticConfig
-    summary = "base + Σ ω·τ over adapters or full fine-tuned models (Merge-to-Learn)"
+def config_cls(method: str) -> type[TaskArithmeticConfig]:
+    return TaskArithmeticConfig
 
-    def build(
-        self, cfg: TaskArithmeticConfig, out: Path, *, runtime: RuntimeConfig | None = None
-    ) -> str:
-        runtime = runtime or cfg.runtime
-        out = start_candidate(out)
-        spec, details = task_arithmetic(
-            cfg.base, cfg.vectors, out, output=cfg.output, runtime=runtime
-        )
-        return finish_candidate(
-            out,
-            method=self.name,
-            cfg=cfg,
-            spec=spec,
-            artefact="adapter" if spec.adapter else "merged",
-            sources={
-                "base": cfg.base,
-                "vectors": [v.model_dump(exclude_none=True) for v in cfg.vectors],
-            },
-            warnings=[],
-            details=details,
-            runtime=runtime,
-        )
+
+def build(
+    method: str,
+    cfg: TaskArithmeticConfig,
+    out: Path,
+    *,
+    runtime: RuntimeConfig | None = None,
+    resume: bool = False,
+) -> str:
+    """The ``task_arithmetic`` registry entry: write the candidate directory; return its
+    ModelSpec. Training-free, so there is nothing to resume: ``resume`` is accepted and ignored."""
+    runtime = runtime or cfg.runtime
+    out = start_candidate(out)
+    spec, details = task_arithmetic(cfg.base, cfg.vectors, out, output=cfg.output, runtime=runtime)
+    return finish_candidate(
+        out,
+        method=method,
+        cfg=cfg,
+        spec=spec,
+        artefact="adapter" if spec.adapter else "merged",
+        sources={
+            "base": cfg.base,
+            "vectors": [v.model_dump(exclude_none=True) for v in cfg.vectors],
+        },
+        warnings=[],
+        details=details,
+        runtime=runtime,
+    )

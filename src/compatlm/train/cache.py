@@ -35,6 +35,7 @@ from compatlm.errors import CompatlmError
 from compatlm.io import atomic_write_text, dumps
 from compatlm.models import load_model, require_same_tokenizer, tokenizer_fingerprint
 from compatlm.spec import ModelSpec
+from compatlm.train.checkpoint import replace_dir
 from compatlm.train.data import IGNORE, Collator, Features
 from compatlm.train.masks import OldStats
 from compatlm.train.topk import TopK, topk_from_logits
@@ -101,8 +102,6 @@ def build_teacher_cache(
     written under a temporary name and renamed when complete.
     """
     from safetensors.torch import save_file
-
-    from compatlm.train.checkpoint import replace_dir
 
     runtime = runtime or RuntimeConfig()
     out_dir = Path(out_dir)

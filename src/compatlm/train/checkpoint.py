@@ -6,7 +6,9 @@ the loop counters (``state.json``). It is written into a temporary sibling direc
 into place, so a crash while saving leaves the previous checkpoint intact. Only trainable
 tensors are saved — a checkpoint of a LoRA run is megabytes, not a copy of the base.
 
-Also here: the cheap checksum that proves frozen weights did not move during training.
+Also here: the cheap checksum that proves frozen weights did not move during training, the
+start of a run directory (:func:`start_run`: ``config.yaml``, ``env.json``, the ``--resume``
+config check) and the save function that writes an adapter in PEFT format (:func:`peft_saver`).
 """
 
 from __future__ import annotations
@@ -22,10 +24,13 @@ from typing import Any
 import torch
 from torch import Tensor
 
+from compatlm.config import dump_config, read_yaml
 from compatlm.errors import CompatlmError
-from compatlm.io import atomic_write_json
-from compatlm.train import zero
-from compatlm.train.sharding import (
+from compatlm.io import atomic_write_json, atomic_write_text, env_info, prepare_out_dir
+from compatlm.models import resolve_dtype
+from compatlm.rundir import check_out_dir, input_paths
+from compatlm.train.distributed import zero
+from compatlm.train.distributed.sharding import (
     full_tensors,
     load_full,
     load_optimizer_state,
@@ -205,22 +210,13 @@ def start_run(acc: Any, out: Path, cfg: Any, *, overwrite: bool, resume: bool, *
     together instead of the others waiting forever at a barrier. ``--resume`` with a config
     that differs from the recorded one is refused: the result would match neither.
     """
-    import yaml
-
-    from compatlm.config import dump_config
-    from compatlm.io import atomic_write_text, env_info, prepare_out_dir
-
     out = Path(out)
-    if out.exists() and not out.is_dir():
-        raise CompatlmError(f"--out {out}: exists and is not a directory")
-    if out.is_dir() and any(out.iterdir()) and not (overwrite or resume):
-        raise CompatlmError(
-            f"--out {out}: directory is not empty; pass --overwrite to replace it"
-            " or --resume to continue the run in it"
-        )
+    # Not a run directory, an input inside it, a symlink ...: refused on every process.
+    inputs = input_paths(cfg)
+    check_out_dir(out, kind="train", overwrite=overwrite, resume=resume, inputs=inputs)
     recorded = out / "config.yaml"
     if resume and not overwrite and recorded.is_file():
-        old = _flat(yaml.safe_load(recorded.read_text(encoding="utf-8")) or {})
+        old = _flat(read_yaml(recorded))  # one-line errors for a corrupt file
         new = _flat(cfg.model_dump(mode="json"))
         diff = sorted(k for k in old.keys() | new.keys() if old.get(k) != new.get(k))
         diff = [k for k in diff if k not in _RESUME_FREE]
@@ -233,9 +229,7 @@ def start_run(acc: Any, out: Path, cfg: Any, *, overwrite: bool, resume: bool, *
             )
     acc.wait_for_everyone()
     if acc.is_main_process:
-        from compatlm.models import resolve_dtype
-
-        prepare_out_dir(out, overwrite=overwrite, resume=resume)
+        prepare_out_dir(out, kind="train", overwrite=overwrite, resume=resume, inputs=inputs)
         atomic_write_text(out / "config.yaml", dump_config(cfg))
         optim = cfg.optim
         facts = {
@@ -251,6 +245,17 @@ def start_run(acc: Any, out: Path, cfg: Any, *, overwrite: bool, resume: bool, *
         atomic_write_json(out / "env.json", env_info(**facts, **env))
     acc.wait_for_everyone()
     return out
+
+
+def record_warnings(acc: Any, out: Path, warnings: list[str]) -> None:
+    """Add ``warnings`` to the run's ``env.json`` (main process; each text once, so a resumed
+    run does not repeat them)."""
+    if acc.is_main_process and (out / "env.json").is_file():
+        env = json.loads((out / "env.json").read_text(encoding="utf-8"))
+        known = list(env.get("warnings") or [])
+        env["warnings"] = known + [w for w in warnings if w not in known]
+        atomic_write_json(out / "env.json", env)
+    acc.wait_for_everyone()
 
 
 def peft_saver(adapter_name: str, card: str) -> SaveFn:
@@ -271,17 +276,3 @@ def peft_saver(adapter_name: str, card: str) -> SaveFn:
         (directory / "README.md").write_text(card, encoding="utf-8")
 
     return save
-
-
-def model_card(title: str, cfg: Any, lines: list[str], history: list[dict[str, Any]]) -> str:
-    """README.md of a trained adapter: what it is, how it was trained, the resolved config."""
-    from compatlm.config import dump_config
-
-    parts = [f"# {title}", "", *lines, ""]
-    best = [r for r in history if r.get("best")]
-    if best:
-        r = best[-1]
-        val = f", validation CE {r['val_ce']:.4f}" if "val_ce" in r else ""
-        parts += [f"Best epoch: {r['epoch']} of {len(history)}{val}.", ""]
-    parts += ["## Resolved config", "", "```yaml", dump_config(cfg).rstrip(), "```", ""]
-    return "\n".join(parts)

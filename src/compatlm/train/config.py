@@ -7,7 +7,14 @@ old task adapter) and teacher_new (new base + new task adapter).
 
 ``preset: paper`` fills in the hyper-parameters of the paper's appendix A.1 (LoRA on all linear
 layers, r=128, α=256, dropout 0; lr 1e-4, 10 epochs, 500 warm-up steps, weight decay 0,
-gradient accumulation 8) under whatever the YAML or the overrides set explicitly.
+gradient accumulation 8) under whatever the YAML or the overrides set explicitly, and
+``mask_prompt: false`` (A.1: "We learn about the entire context and answer tokens").
+
+Preset footguns are reported, not silently fixed: :func:`preset_warnings` flags ``lora.r``
+changed without ``lora.alpha`` (α stays 256, so the LoRA scale α/r is no longer the paper's 2;
+the value the user asked for is kept, the warning names the α that keeps the ratio), and the
+training loop flags a warm-up as long as the run. Both are logged and recorded in ``env.json``
+and the adapter's model card.
 """
 
 from __future__ import annotations
@@ -16,8 +23,8 @@ from typing import Any, Literal
 
 from pydantic import Field, model_validator
 
-from compatlm.config import RuntimeConfig, StrictModel, TaskConfig
-from compatlm.train.masks import MaskName
+from compatlm.config import RuntimeConfig, Seed, StrictModel, TaskConfig
+from compatlm.train.masks import NO_OLD_MASKS, MaskName
 
 PAPER_LORA: dict[str, Any] = {
     "r": 128,
@@ -57,7 +64,7 @@ class OptimSettings(StrictModel):
     batch_size: int = Field(8, ge=1, description="examples per micro-batch and process")
     max_grad_norm: float | None = Field(1.0, gt=0, description="clip gradients (null = off)")
     max_steps: int | None = Field(None, ge=1, description="stop after this many optimiser steps")
-    seed: int = 0
+    seed: Seed = 0
     checkpoint_every: int | None = Field(
         None, ge=1, description="also save a resumable checkpoint every N optimiser steps"
     )
@@ -83,6 +90,8 @@ class _PresetMixin(StrictModel):
         if not isinstance(data, dict) or data.get("preset") != "paper":
             return data
         data = dict(data)
+        if data.get("mask_prompt") is None:  # A.1: loss on the entire context and answer
+            data["mask_prompt"] = False
         sections = {"optim": PAPER_OPTIM}
         if "lora" in cls.model_fields:
             sections["lora"] = PAPER_LORA
@@ -92,6 +101,21 @@ class _PresetMixin(StrictModel):
                 continue
             data[section] = {**defaults, **given}
         return data
+
+
+def preset_warnings(cfg: _PresetMixin) -> list[str]:
+    """Settings that undo part of ``preset: paper`` without saying so (see module docstring)."""
+    lora = getattr(cfg, "lora", None)
+    if cfg.preset != "paper" or lora is None:
+        return []
+    ratio = PAPER_LORA["alpha"] / PAPER_LORA["r"]
+    if lora.r != PAPER_LORA["r"] and lora.alpha == PAPER_LORA["alpha"]:
+        return [
+            f"lora.r={lora.r} under preset paper keeps the preset's lora.alpha={lora.alpha:g}:"
+            f" LoRA scale alpha/r = {lora.alpha / lora.r:g} instead of the paper's {ratio:g};"
+            f" set lora.alpha={ratio * lora.r:g} to keep the paper's ratio"
+        ]
+    return []
 
 
 class TrainTaskConfig(_PresetMixin):
@@ -105,7 +129,9 @@ class TrainTaskConfig(_PresetMixin):
     task: TaskConfig = Field(description="training data; split defaults to train")
     data: DataSettings = DataSettings()
     val_fraction: float = Field(0.2, ge=0.0, lt=1.0, description="held out, seeded split")
-    mask_prompt: bool = Field(True, description="loss on the answer tokens only")
+    mask_prompt: bool = Field(
+        True, description="loss on the answer tokens only (preset paper: false, whole sequence)"
+    )
     lora: LoraSettings = LoraSettings()
     optim: OptimSettings = OptimSettings()
     runtime: RuntimeConfig = RuntimeConfig()
@@ -131,8 +157,13 @@ class TrainCompatConfig(_PresetMixin):
     task: TaskConfig = Field(description="training data; split defaults to train")
     data: DataSettings = DataSettings()
     val_fraction: float = Field(0.2, ge=0.0, lt=1.0)
-    mask_prompt: bool = True
-    mask: MaskName = Field("student_wrong", description="which tokens follow teacher_old")
+    mask_prompt: bool = Field(
+        True, description="loss on the answer tokens only (preset paper: false, whole sequence)"
+    )
+    mask: MaskName = Field(
+        "student_wrong",
+        description="which tokens follow teacher_old (new_only: none, the kd_new control)",
+    )
     temperature: float = Field(2.0, gt=0)
     kd_weight: float = Field(1.0, ge=0.0, le=1.0, description="λ; 0 = plain fine-tuning")
     t_squared: bool = Field(False, description="scale the KL term by T² (Hinton et al.)")
@@ -156,3 +187,12 @@ class TrainCompatConfig(_PresetMixin):
     optim: OptimSettings = OptimSettings()
     runtime: RuntimeConfig = RuntimeConfig()
     out: str | None = Field(None, description="run directory (the --out flag wins)")
+
+    @model_validator(mode="after")
+    def _focal_needs_old(self) -> TrainCompatConfig:
+        if self.focal is not None and self.mask in NO_OLD_MASKS and self.kd_weight > 0:
+            raise ValueError(
+                f"focal weights need teacher_old (1[old correct]), which mask {self.mask!r}"
+                " never runs; remove focal or choose another mask"
+            )
+        return self

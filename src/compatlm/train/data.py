@@ -157,6 +157,22 @@ def encode_examples(
     return feats
 
 
+def encode_task(
+    cfg: TaskConfig, tokenizer: Any, data: DataSettings, *, mask_prompt: bool
+) -> tuple[ResolvedTask, list[Features]]:
+    """A recipe's training task (:func:`load_task`) and its examples as :class:`Features`."""
+    task = load_task(cfg)
+    feats = encode_examples(
+        task.examples,
+        tokenizer,
+        data,
+        mask_prompt=mask_prompt,
+        chat_template=task.chat_template,
+        name=task.name,
+    )
+    return task, feats
+
+
 def split_train_val(
     feats: Sequence[Features], val_fraction: float, seed: int
 ) -> tuple[list[Features], list[Features]]:

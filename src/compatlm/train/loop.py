@@ -15,7 +15,11 @@ that saves the adapter in PEFT format; the loop owns everything else:
   atomically (written to a temporary directory, then renamed);
 - guard rails: refuse zero trainable parameters, stop on a non-finite loss or gradient with a
   clear error (the last good checkpoint stays), verify the frozen weights are bit-identical at
-  the end.
+  the end, warn (and record in ``env.json``) when warm-up outlasts the run;
+- the per-epoch sums (:class:`~compatlm.train.state.EpochSums`: token-weighted losses and the
+  token counts of :mod:`compatlm.train.diagnostics`, summed over the epoch and over processes)
+  and the run's budget: the learning rate of every optimiser step and a fingerprint of the
+  batch order, both resumable (:class:`~compatlm.train.state.LoopState`).
 """
 
 from __future__ import annotations
@@ -24,7 +28,7 @@ import logging
 import math
 from collections.abc import Callable, Sequence
 from contextlib import nullcontext
-from dataclasses import asdict, dataclass, field
+from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
 
@@ -33,12 +37,12 @@ from torch import Tensor
 
 from compatlm.errors import CompatlmError
 from compatlm.io import atomic_write_jsonl
-from compatlm.train import zero
 from compatlm.train.checkpoint import (
     CHECKPOINT,
     SaveFn,
     frozen_checksum,
     load_checkpoint,
+    record_warnings,
     save_adapter_atomic,
     save_checkpoint,
     surviving_dir,
@@ -46,8 +50,12 @@ from compatlm.train.checkpoint import (
 )
 from compatlm.train.config import OptimSettings
 from compatlm.train.data import Collator, EpochShuffle, FeatureDataset, Features
+from compatlm.train.diagnostics import chain_hash, warmup_warnings
+from compatlm.train.distributed import zero
+from compatlm.train.distributed.sharding import is_sharded, local, reshard
 from compatlm.train.losses import LossOutput
-from compatlm.train.sharding import is_sharded, local, reshard
+from compatlm.train.progress import Progress
+from compatlm.train.state import EpochSums, LoopState
 
 log = logging.getLogger(__name__)
 
@@ -65,6 +73,10 @@ class LoopResult:
     global_step: int
     n_trainable: int
     history: list[dict[str, Any]] = field(default_factory=list)
+    planned_steps: int = 0
+    lrs: list[float] = field(default_factory=list)  # learning rate of each optimiser step
+    order_hash: str = ""  # fingerprint of the main process's batch order
+    warnings: list[str] = field(default_factory=list)
 
 
 # --------------------------------------------------------------------------- evaluation
@@ -109,56 +121,11 @@ def evaluate(
     return {"val_ce": float(sums[0] / sums[2]), "val_loss": float(sums[1] / sums[2])}
 
 
-class _Progress:
-    """A rich progress bar over optimiser steps with the latest loss (main process only)."""
-
-    def __init__(self, total: int, enabled: bool) -> None:
-        self.bar = None
-        if not enabled:
-            return
-        from rich.console import Console
-        from rich.progress import MofNCompleteColumn, Progress, TextColumn
-
-        self.bar = Progress(
-            TextColumn("[bold]train[/] epoch {task.fields[epoch]}"),
-            *Progress.get_default_columns()[1:3],  # bar, percentage
-            MofNCompleteColumn(),
-            TextColumn("loss {task.fields[loss]}"),
-            *Progress.get_default_columns()[3:],  # time remaining
-            console=Console(stderr=True),
-        )
-        self.task = self.bar.add_task("train", total=total, epoch=1, loss="-")
-        self.bar.start()
-
-    def update(self, step: int, loss: float, epoch: int) -> None:
-        if self.bar is not None:
-            self.bar.update(self.task, completed=step, loss=f"{loss:.4f}", epoch=epoch + 1)
-
-    def close(self) -> None:
-        if self.bar is not None:
-            self.bar.stop()
-
-
 # --------------------------------------------------------------------------- the loop
 
 
 def _on_step_end(global_step: int) -> None:
     """Called after every optimiser step (a seam for tests that simulate an interruption)."""
-
-
-@dataclass
-class _State:
-    """Counters saved in ``checkpoint/state.json``."""
-
-    epoch: int = 0  # current epoch, 0-based
-    batches_done: int = 0  # micro-batches of the current epoch already trained
-    global_step: int = 0
-    best_metric: float | None = None
-    best_epoch: int | None = None
-    finished: bool = False
-    history: list[dict[str, Any]] = field(default_factory=list)
-    # loss·n, ce·n, kd·n, n tokens, n old-teacher tokens of the current epoch (this process)
-    sums: list[float] = field(default_factory=lambda: [0.0] * 5)
 
 
 @dataclass
@@ -174,12 +141,12 @@ class _Run:
     optim: OptimSettings
     out: Path
     total_steps: int
-    s: _State
+    s: LoopState
     deepspeed: bool = False
 
     def checkpoint(self) -> None:
         save_checkpoint(
-            self.acc, self.out, self.unwrapped, self.optimizer, self.scheduler, asdict(self.s)
+            self.acc, self.out, self.unwrapped, self.optimizer, self.scheduler, self.s.to_dict()
         )
 
     def check_finite(self, value: Tensor, what: str) -> None:
@@ -202,7 +169,7 @@ class _Run:
             " lower optim.lr or check the data"
         )
 
-    def train_epoch(self, bar: _Progress) -> None:
+    def train_epoch(self, bar: Progress) -> None:
         s, ga = self.s, self.optim.grad_accum
         # accelerate's prepared loader sets its sampler's epoch from its own pass counter at
         # every pass (0 after a restart): set that counter too, or a resumed multi-process run
@@ -214,6 +181,8 @@ class _Run:
         for i, batch in enumerate(self.loader):
             if i < s.batches_done:  # trained before the interruption
                 continue
+            if "index" in batch:
+                s.order_hash = chain_hash(s.order_hash, batch["index"].tolist())
             start = (i // ga) * ga
             window = min(ga, n_batches - start)  # a short last window averages over itself
             sync = i + 1 == start + window
@@ -227,16 +196,14 @@ class _Run:
                     zero.backward(self.acc, res.loss / window, boundary=sync)
                 else:
                     self.acc.backward(res.loss / window)
-            n = res.n_tokens
-            ce, kd = float(res.ce.detach()), float(res.kd.detach())
-            for j, v in enumerate((float(loss) * n, ce * n, kd * n, n, res.n_old_tokens)):
-                s.sums[j] += v
+            s.sums.add(res, float(loss))
             if not sync:
                 continue
             if self.optim.max_grad_norm is not None:
                 norm = self.acc.clip_grad_norm_(self.model.parameters(), self.optim.max_grad_norm)
                 if norm is not None:  # DeepSpeed ZeRO-0 reports none (the loss check remains)
                     self.check_finite(torch.as_tensor(norm).detach(), "gradient norm")
+            s.lrs.append(float(self.scheduler.get_last_lr()[0]))  # the rate this step uses
             self.optimizer.step()
             self.scheduler.step()
             self.optimizer.zero_grad(set_to_none=True)
@@ -253,20 +220,12 @@ class _Run:
 
     def end_epoch(self, metrics: dict[str, float] | None, select_by: str, save: SaveFn) -> None:
         s, acc = self.s, self.acc
-        sums = torch.tensor(s.sums, dtype=torch.float64, device=acc.device)
+        sums = torch.tensor(s.sums.to_list(), dtype=torch.float64, device=acc.device)
         if acc.num_processes > 1:
             sums = acc.reduce(sums, reduction="sum")
-        n = max(float(sums[3]), 1.0)
-        row: dict[str, Any] = {
-            "epoch": s.epoch + 1,
-            "step": s.global_step,
-            "train_loss": float(sums[0]) / n,
-            "train_ce": float(sums[1]) / n,
-            "train_kd": float(sums[2]) / n,
-            "old_token_fraction": float(sums[4]) / n,
-            "lr": self.scheduler.get_last_lr()[0],
-            **(metrics or {}),
-        }
+        total = EpochSums.from_list(sums.tolist())
+        lr = self.scheduler.get_last_lr()[0]
+        row = {**total.history_row(epoch=s.epoch + 1, step=s.global_step, lr=lr), **(metrics or {})}
         value = None if metrics is None else metrics[select_by]
         # Strictly lower wins (ties keep the earlier epoch); without validation, the latest.
         improved = value is None or s.best_metric is None or value < s.best_metric
@@ -283,7 +242,7 @@ class _Run:
                 "" if metrics is None else f", val ce {metrics['val_ce']:.4f}",
             )
             atomic_write_jsonl(self.out / TRAIN_LOG, s.history)
-        s.epoch, s.batches_done, s.sums = s.epoch + 1, 0, [0.0] * 5
+        s.epoch, s.batches_done, s.sums = s.epoch + 1, 0, EpochSums()
         self.checkpoint()
 
 
@@ -347,6 +306,11 @@ def run_training(
     # Stepped by hand once per optimiser step (not prepared: accelerate would step it once per
     # process, so the schedule would change with the number of processes).
     scheduler = get_linear_schedule_with_warmup(optimizer, optim.warmup_steps, total_steps)
+    warnings = warmup_warnings(optim, total_steps)
+    if warnings:
+        if acc.is_main_process:
+            log.warning("%s", warnings[0])
+        record_warnings(acc, out, warnings)
     run = _Run(
         acc,
         model,
@@ -359,7 +323,7 @@ def run_training(
         optim,
         out,
         total_steps,
-        _State(),
+        LoopState(),
         deepspeed=zero.is_deepspeed(acc),
     )
     # Same random stream at the start of training whatever the recipe did before (e.g. loading
@@ -368,12 +332,12 @@ def run_training(
     ckpt = surviving_dir(out / CHECKPOINT)
     if resume and (ckpt / "state.json").exists():
         state = load_checkpoint(acc, ckpt, run.unwrapped, optimizer, scheduler)
-        run.s = _State(**{k: v for k, v in state.items() if k in _State.__dataclass_fields__})
+        run.s = LoopState.from_dict(state)
         log.info("resuming at epoch %d, optimiser step %d", run.s.epoch + 1, run.s.global_step)
     elif resume:
         log.info("no checkpoint in %s; starting from the beginning", out)
 
-    bar = _Progress(total_steps, enabled=progress and acc.is_main_process)
+    bar = Progress(total_steps, enabled=progress and acc.is_main_process)
     model.train()
     try:
         while not run.s.finished and run.s.epoch < optim.epochs:
@@ -392,4 +356,8 @@ def run_training(
         run.s.global_step,
         n_trainable,
         run.s.history,
+        planned_steps=total_steps,
+        lrs=list(run.s.lrs),
+        order_hash=run.s.order_hash,
+        warnings=warnings,
     )

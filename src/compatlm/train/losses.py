@@ -22,7 +22,7 @@ detached, so gradient reaches the student only. Means are guarded: no valid toke
 
 from __future__ import annotations
 
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 
 import torch
 import torch.nn.functional as F
@@ -42,7 +42,8 @@ class LossOutput:
     loss: scalar to backpropagate. kd: the (possibly T²-scaled) masked KL term, 0 when
     kd_weight = 0 (not computed then). ce: token-mean cross entropy (logged even when
     kd_weight = 1; detached then). n_tokens: valid tokens in the batch. n_old_tokens: tokens
-    aligned to teacher_old (0 when the KL was skipped).
+    aligned to teacher_old (0 when the KL was skipped). counts: token counts for the mechanism
+    diagnostics (keys of :data:`compatlm.train.diagnostics.COUNT_KEYS`), summed by the loop.
     """
 
     loss: Tensor
@@ -50,6 +51,7 @@ class LossOutput:
     ce: Tensor
     n_tokens: int
     n_old_tokens: int
+    counts: dict[str, int] = field(default_factory=dict)
 
 
 def _zero_like_graph(logits: Tensor) -> Tensor:

@@ -21,6 +21,9 @@ Available masks (``MaskName``):
 - ``token_likelihood`` — p_student(label) < p_old(label), at temperature 1.
 - ``sequence_likelihood`` — per sequence: all valid tokens, when the student's summed label
   log-likelihood (temperature 1, valid tokens) is below the old model's.
+- ``new_only`` — no token: plain distillation from teacher_new. Not a MUSCLE variant but the
+  ``kd_new`` same-budget control (teacher_old is then never run, so ``old`` carries no
+  information and this mask does not read it).
 
 Ties in argmax resolve to the first index (``torch.argmax`` semantics); likelihood comparisons
 are strict, so a student exactly as good as the old model is aligned to teacher_new.
@@ -38,8 +41,15 @@ from torch import Tensor
 from compatlm.errors import CompatlmError
 
 MaskName = Literal[
-    "student_wrong", "old_correct", "old_only", "token_likelihood", "sequence_likelihood"
+    "student_wrong",
+    "old_correct",
+    "old_only",
+    "token_likelihood",
+    "sequence_likelihood",
+    "new_only",
 ]
+# Masks that never read teacher_old: the recipe does not load (or cache) it for them.
+NO_OLD_MASKS = ("new_only",)
 
 
 def valid_positions(labels: Tensor, ignore_index: int = -100) -> Tensor:
@@ -118,12 +128,17 @@ def _sequence_likelihood(
     return worse.unsqueeze(-1).expand_as(valid)  # (B, T)
 
 
+def _new_only(student: Tensor, labels: Tensor, old: OldStats, valid: Tensor, ig: int) -> Tensor:
+    return torch.zeros_like(valid)
+
+
 MASKS: dict[str, MaskFn] = {
     "student_wrong": _student_wrong,
     "old_correct": _old_correct,
     "old_only": _old_only,
     "token_likelihood": _token_likelihood,
     "sequence_likelihood": _sequence_likelihood,
+    "new_only": _new_only,
 }
 assert set(MASKS) == set(get_args(MaskName))  # the Literal and the registry must not drift
 

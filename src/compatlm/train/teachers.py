@@ -1,36 +1,73 @@
-"""The two teachers of MUSCLE (arXiv 2407.09435, §4) and the compatibility training step.
+"""The two teachers of MUSCLE (Echterhoff et al., arXiv 2407.09435, §4) and their set-up.
 
 - teacher_new (M_v2 task model) shares the student's base: it is a second, frozen adapter on the
-  student's own PeftModel, so the new base is held once. Its forward switches the active adapter
-  for one no-grad pass and switches back. Optionally it is cached like teacher_old, which saves
-  that forward pass (a quarter to a third of a training step).
+  student's own PeftModel (:class:`AdapterTeacher`), so the new base is held once. Its forward
+  switches the active adapter for one no-grad pass and switches back. Optionally it is cached
+  like teacher_old, which saves that forward pass (a quarter to a third of a training step).
 - teacher_old (M_v1 task model) sits on the old base: either a live frozen model
   (:class:`LiveOldTeacher`, exact full logits) or the precomputed top-k cache
-  (:class:`CachedTeacher`), so the old base need not be in memory during training.
+  (:class:`CachedTeacher`, :mod:`compatlm.train.cache`), so the old base need not be in memory
+  during training.
 
-:func:`compat_step` builds the ``step_fn`` the shared loop calls: teacher forwards (no grad)
-first, then the student forward, then :func:`~compatlm.train.losses.compat_loss` with the mask
-recomputed from the current student logits. ``kd_weight = 0`` touches no teacher at all, so it
-is exactly plain fine-tuning of the student.
+:func:`set_up_teachers` turns a compat config into :class:`Teachers`, what
+:func:`compatlm.train.step.compat_step` distils from: no teacher at all for ``kd_weight = 0``
+(the ``continue_ce`` control), teacher_new only for mask ``new_only`` (the ``kd_new`` control;
+the old base is then never loaded), both otherwise. A missing cache is built first, by the main
+process, behind a barrier every process passes.
 """
 
 from __future__ import annotations
 
+import gc
+import logging
 from collections.abc import Sequence
-from typing import Any
+from dataclasses import dataclass
+from pathlib import Path
+from typing import Any, Protocol
 
 import torch
 from torch import Tensor
 
-from compatlm.train.cache import TeacherCache
+from compatlm.errors import CompatlmError
+from compatlm.models import load_model
+from compatlm.spec import ModelSpec
+from compatlm.train.cache import TeacherCache, build_teacher_cache
 from compatlm.train.config import TrainCompatConfig
-from compatlm.train.losses import LossOutput, Teacher, compat_loss, focal_weights
-from compatlm.train.masks import OldStats
-from compatlm.train.sharding import reshard
-from compatlm.train.task import ce_step, forward_logits, labelled_columns
+from compatlm.train.data import Features
+from compatlm.train.distributed import zero
+from compatlm.train.distributed.sharding import is_sharded, reshard, runtime_for
+from compatlm.train.forward import Batch, forward_logits, take_columns
+from compatlm.train.losses import Teacher
+from compatlm.train.masks import NO_OLD_MASKS, OldStats
+from compatlm.train.student import STUDENT, TEACHER_NEW
 
-STUDENT = "student"
-TEACHER_NEW = "teacher_new"
+log = logging.getLogger(__name__)
+
+CACHE_DIR = "teacher_cache"
+NEW_CACHE_DIR = "teacher_new_cache"
+
+
+class TeacherFn(Protocol):
+    """A teacher: its logits (or TopK) at the positions ``keep`` (K,), and, for teacher_old,
+    the summary the masks read; no graph."""
+
+    def __call__(
+        self, batch: Batch, keep: Tensor | None = None
+    ) -> tuple[Teacher, OldStats | None]: ...
+
+
+@dataclass(frozen=True)
+class Teachers:
+    """What a compat step distils from.
+
+    new: None only when ``kd_weight = 0`` (then no teacher is used). old: None also when the
+    mask never reads it (``new_only``). vocab: the common vocabulary size when the student's and
+    teacher_old's embedding matrices differ in size (both sides are cut to it), else None.
+    """
+
+    new: TeacherFn | None = None
+    old: TeacherFn | None = None
+    vocab: int | None = None
 
 
 def _config_dropout(model: Any) -> bool:
@@ -87,12 +124,10 @@ class AdapterTeacher:
         for layer in self.layers:
             layer.set_adapter(name, inference_mode=frozen)
 
-    def __call__(
-        self, batch: dict[str, Tensor], keep: Tensor | None = None
-    ) -> tuple[Teacher, None]:
+    def __call__(self, batch: Batch, keep: Tensor | None = None) -> tuple[Teacher, None]:
         return self.logits(batch, keep), None
 
-    def logits(self, batch: dict[str, Tensor], keep: Tensor | None = None) -> Tensor:
+    def logits(self, batch: Batch, keep: Tensor | None = None) -> Tensor:
         """(B, T, V) teacher_new logits, or (B, K, V) at the positions ``keep``; no graph."""
         m = self.model
         was_training = m.training
@@ -121,9 +156,7 @@ class LiveOldTeacher:
     def __init__(self, model: Any) -> None:
         self.model = model.eval()
 
-    def __call__(
-        self, batch: dict[str, Tensor], keep: Tensor | None = None
-    ) -> tuple[Teacher, OldStats]:
+    def __call__(self, batch: Batch, keep: Tensor | None = None) -> tuple[Teacher, OldStats]:
         with torch.no_grad():
             logits = forward_logits(self.model, batch, keep)  # (B, K, V)
             return logits, OldStats.from_logits(logits, take_columns(batch["labels"], keep))
@@ -136,9 +169,7 @@ class CachedTeacher:
     def __init__(self, cache: TeacherCache, example_ids: Sequence[str]) -> None:
         self.cache, self.example_ids = cache, list(example_ids)
 
-    def __call__(
-        self, batch: dict[str, Tensor], keep: Tensor | None = None
-    ) -> tuple[Teacher, OldStats]:
+    def __call__(self, batch: Batch, keep: Tensor | None = None) -> tuple[Teacher, OldStats]:
         ids = [self.example_ids[i] for i in batch["index"].tolist()]
         top, stats = self.cache.lookup(ids, batch["labels"])  # (B, T, k), (B, T)
         if keep is None:
@@ -147,66 +178,90 @@ class CachedTeacher:
         return top.index(columns), OldStats(stats.argmax[columns], stats.label_logprob[columns])
 
 
-def take_columns(x: Tensor, keep: Tensor | None) -> Tensor:
-    """``x[:, keep]`` for a (B, T, ...) tensor; ``x`` itself when ``keep`` is None."""
-    return x if keep is None else x[:, keep]
+# --------------------------------------------------------------------------- set-up
 
 
-def old_correct(argmax: Tensor, labels: Tensor, answer_mask: Tensor) -> Tensor:
-    """(B,) bool: teacher_old's greedy token equals the label on every answer token.
-
-    argmax, labels: (B, T); answer_mask: (B, T) bool. An instance without answer tokens is not
-    "correct" (there is nothing the old model got right).
-    """
-    hit = (argmax == labels) | ~answer_mask  # (B, T)
-    return hit.all(dim=-1) & answer_mask.any(dim=-1)
-
-
-def _cut(x: Teacher, vocab: int | None) -> Teacher:
-    # Models that share a tokenizer may still pad their embedding matrices differently; tokens
-    # past the common size are never labels, so both sides drop them.
-    if vocab is None or not isinstance(x, Tensor) or x.shape[-1] == vocab:
-        return x
-    return x[..., :vocab]
+def task_model_specs(cfg: TrainCompatConfig) -> tuple[ModelSpec, ModelSpec]:
+    """The (old, new) task models of a compat config; each must name its adapter."""
+    specs = []
+    for role, text in (("old", cfg.old), ("new", cfg.new)):
+        spec = ModelSpec.parse(text)
+        if spec.adapter is None:
+            raise CompatlmError(
+                f"{role}: {text!r} names no adapter; expected the {role} task model as"
+                f" base+adapter (e.g. runs/{role}_base+runs/{role}_task/adapter)"
+            )
+        specs.append(spec)
+    return specs[0], specs[1]
 
 
-def compat_step(
+def open_cached_teacher(
+    acc: Any,
     cfg: TrainCompatConfig,
-    teacher_new: AdapterTeacher | CachedTeacher | None,
-    teacher_old: LiveOldTeacher | CachedTeacher | None,
-    vocab: int | None = None,
-):
-    """The loop's ``step_fn(model, batch) -> LossOutput`` for MUSCLE training."""
-    use_teachers = cfg.kd_weight > 0
+    spec: ModelSpec,
+    cache_dir: Path,
+    feats: Sequence[Features],
+    tokenizer: Any,
+) -> CachedTeacher:
+    """The cache of ``spec`` over ``feats`` in ``cache_dir``, built first if missing.
 
-    def step(model: Any, batch: dict[str, Tensor]) -> LossOutput:
-        if not use_teachers:
-            return ce_step(model, batch)
-        assert teacher_new is not None and teacher_old is not None
-        # Everything below lives at the K labelled positions only (see labelled_columns).
-        keep = labelled_columns(batch["labels"])
-        labels = take_columns(batch["labels"], keep)  # (B, K)
-        # Teachers first: their adapter switch must not happen while the student's graph is live.
-        new = _cut(teacher_new(batch, keep)[0], vocab)  # (B, K, V) logits or TopK
-        old, old_stats = teacher_old(batch, keep)
-        old = _cut(old, vocab)
-        weights = None
-        if cfg.focal is not None:
-            answer = take_columns(batch["answer_mask"], keep)  # (B, K)
-            correct = old_correct(old_stats.argmax, labels, answer)  # (B,)
-            weights = focal_weights(correct, cfg.focal.alpha, cfg.focal.beta)
-        student_logits = _cut(forward_logits(model, batch, keep), vocab)  # (B, K, V)
-        return compat_loss(
-            student_logits,
-            labels,
-            old=old,
-            new=new,
-            old_stats=old_stats,
-            mask=cfg.mask,
-            temperature=cfg.temperature,
-            kd_weight=cfg.kd_weight,
-            t_squared=cfg.t_squared,
-            instance_weights=weights,
-        )
+    The main process builds a missing cache (the teacher's base is loaded only for this); every
+    process passes the barrier, whatever it saw on disk, or they desync.
+    """
+    if acc.is_main_process and not (cache_dir / "index.json").exists():
+        runtime = runtime_for(acc, cfg.runtime)
+        with zero.whole_models(acc):
+            build_teacher_cache(
+                spec, feats, tokenizer, cache_dir, cfg.topk, cfg.temperature, runtime
+            )
+        gc.collect()
+    acc.wait_for_everyone()
+    cache = TeacherCache.open(
+        cache_dir,
+        teacher=spec,
+        tokenizer=tokenizer,
+        k=cfg.topk,
+        temperature=cfg.temperature,
+        examples=feats,
+    )
+    return CachedTeacher(cache, [f.example_id for f in feats])
 
-    return step
+
+def set_up_teachers(
+    cfg: TrainCompatConfig,
+    acc: Any,
+    student: Any,
+    feats: Sequence[Features],
+    tokenizer: Any,
+    out: Path,
+) -> Teachers:
+    """teacher_new and teacher_old for ``cfg`` (see the module docstring); ``student`` is the
+    PeftModel of :func:`compatlm.train.student.load_student`, ``feats`` every training and
+    validation example (a cache covers both), ``out`` the run directory (default cache place)."""
+    if cfg.kd_weight == 0:
+        log.warning("kd_weight=0: plain fine-tuning of the student; the teachers are not used")
+        return Teachers()
+    old, new = task_model_specs(cfg)
+    student_vocab = int(zero.full_shape(student.get_output_embeddings().weight)[0])
+
+    teacher_new: TeacherFn
+    if cfg.teacher_new == "cache":
+        new_dir = Path(cfg.new_cache_dir) if cfg.new_cache_dir else out / NEW_CACHE_DIR
+        teacher_new = open_cached_teacher(acc, cfg, new, new_dir, feats, tokenizer)
+    else:
+        teacher_new = AdapterTeacher(student, sharded=is_sharded(acc))
+
+    teacher_old: TeacherFn | None = None
+    if cfg.mask in NO_OLD_MASKS:  # kd_new: no token follows teacher_old, never load it
+        old_vocab = student_vocab
+    elif cfg.teacher_old == "cache":
+        old_dir = Path(cfg.cache_dir) if cfg.cache_dir else out / CACHE_DIR
+        cached = open_cached_teacher(acc, cfg, old, old_dir, feats, tokenizer)
+        teacher_old, old_vocab = cached, cached.cache.vocab_size
+    else:
+        with zero.whole_models(acc):
+            old_model = load_model(old, runtime=runtime_for(acc, cfg.runtime)).model
+        teacher_old = LiveOldTeacher(old_model)
+        old_vocab = int(old_model.get_output_embeddings().weight.shape[0])
+    vocab = min(student_vocab, old_vocab) if old_vocab != student_vocab else None
+    return Teachers(new=teacher_new, old=teacher_old, vocab=vocab)

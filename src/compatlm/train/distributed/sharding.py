@@ -3,12 +3,13 @@ sharded parameters.
 
 Under ``accelerate launch`` with FSDP2 (``fsdp_version: 2``) every parameter of the student's
 model becomes a DTensor holding this process's shard of the weight (under DeepSpeed ZeRO-3, a
-parameter with a ``ds_tensor`` partition; its specifics are in :mod:`compatlm.train.zero`); a
+parameter with a ``ds_tensor`` partition; its specifics are in :mod:`compatlm.train.distributed.zero`); a
 forward pass all-gathers each layer's weights and is therefore a collective that every process
 must enter. This module owns the few places where that differs from data-parallel training:
 
 - :func:`make_accelerator` / :func:`check_distributed` — the Accelerator for the run; the loop
   supports one process, DDP, FSDP2 and DeepSpeed ZeRO 0–3, and refuses FSDP1 in one line;
+  :func:`runtime_for` — the runtime settings with this process's device;
 - :func:`full_tensors` / :func:`load_full` — trainable tensors as whole CPU tensors (for the
   adapter and the checkpoint) and back into (maybe FSDP2-sharded) parameters (a DeepSpeed
   checkpoint is restored by the engine instead);
@@ -30,7 +31,7 @@ from torch import Tensor
 
 from compatlm.config import RuntimeConfig
 from compatlm.errors import CompatlmError
-from compatlm.train import zero
+from compatlm.train.distributed import zero
 
 
 def _dtensor_type() -> type | None:
@@ -62,6 +63,15 @@ def make_accelerator(runtime: RuntimeConfig) -> Any:
     acc = Accelerator(cpu=cpu)
     check_distributed(acc)
     return acc
+
+
+def runtime_for(acc: Any, runtime: RuntimeConfig) -> RuntimeConfig:
+    """The runtime with this process's device (each process of a multi-GPU run has its own)."""
+    device = acc.device
+    # Multi-process CPU runs report "cpu:0"; the index means nothing on CPU, and "cpu" is the
+    # name every device check accepts.
+    name = "cpu" if device.type == "cpu" else str(device)
+    return runtime.model_copy(update={"device": name})
 
 
 def check_distributed(acc: Any) -> None:

@@ -1,0 +1,128 @@
+"""The loop's typed per-epoch sums and resumable state (compatlm.train.state), and the layout
+rule of compatlm.train: components never import a recipe, and nothing imports in a cycle."""
+
+from __future__ import annotations
+
+import ast
+import json
+from pathlib import Path
+
+import pytest
+import torch
+
+from compatlm.train.diagnostics import COUNT_KEYS
+from compatlm.train.losses import LossOutput
+from compatlm.train.state import EpochSums, LoopState
+
+TRAIN = Path(__file__).parents[2] / "src" / "compatlm" / "train"
+
+
+def _out(loss: float, ce: float, kd: float, n: int, n_old: int, **counts: int) -> LossOutput:
+    return LossOutput(
+        loss=torch.tensor(loss),
+        kd=torch.tensor(kd),
+        ce=torch.tensor(ce),
+        n_tokens=n,
+        n_old_tokens=n_old,
+        counts=counts,
+    )
+
+
+def test_sums_are_token_weighted_and_make_the_log_row():
+    sums = EpochSums()
+    sums.add(_out(2.0, 1.5, 0.5, 4, 1, student_wrong=3, old_observed=4), loss=2.0)
+    sums.add(_out(1.0, 0.5, 0.25, 2, 2, student_wrong=1), loss=1.0)
+    assert sums.to_list() == [10.0, 7.0, 2.5, 6.0, 3.0, 4.0, 0.0, 0.0, 4.0, 0.0]
+    row = sums.history_row(epoch=2, step=7, lr=0.5)
+    assert list(row) == [
+        "epoch",
+        "step",
+        "train_loss",
+        "train_ce",
+        "train_kd",
+        "old_token_fraction",
+        "lr",
+        "counts",
+    ]
+    assert row["train_loss"] == pytest.approx(10 / 6) and row["train_kd"] == pytest.approx(2.5 / 6)
+    assert row["old_token_fraction"] == pytest.approx(0.5)
+    assert row["counts"] == {
+        "loss_tokens": 6,
+        "old_tokens": 3,
+        "student_wrong": 4,
+        "student_wrong_old_right": 0,
+        "student_wrong_new_right": 0,
+        "old_observed": 4,
+        "new_observed": 0,
+    }
+    # No token at all: means over max(n, 1), never a division by zero.
+    assert EpochSums().history_row(epoch=1, step=0, lr=0.0)["train_loss"] == 0.0
+
+
+def test_sums_round_trip_and_read_the_shorter_list_of_an_older_checkpoint():
+    values = [float(i + 1) for i in range(5 + len(COUNT_KEYS))]
+    assert EpochSums.from_list(values).to_list() == values
+    old = EpochSums.from_list([4.0, 3.0, 2.0, 8.0, 1.0])  # before the diagnostics counters
+    assert old.to_list() == [4.0, 3.0, 2.0, 8.0, 1.0, *[0.0] * len(COUNT_KEYS)]
+    assert EpochSums.from_list([]) == EpochSums()
+
+
+def test_state_json_keeps_sums_as_a_flat_list_in_its_place():
+    state = LoopState(epoch=1, global_step=3, history=[{"epoch": 1}], lrs=[0.1, 0.2])
+    state.sums.add(_out(1.0, 1.0, 0.0, 2, 0), loss=1.0)
+    data = json.loads(json.dumps(state.to_dict()))
+    assert list(data) == [
+        "epoch",
+        "batches_done",
+        "global_step",
+        "best_metric",
+        "best_epoch",
+        "finished",
+        "history",
+        "sums",
+        "lrs",
+        "order_hash",
+    ]
+    assert data["sums"] == state.sums.to_list()
+    back = LoopState.from_dict({**data, "world_size": 2})  # extra keys of state.json ignored
+    assert back == state and isinstance(back.sums, EpochSums)
+
+
+def _train_imports(path: Path) -> set[str]:
+    """compatlm.train modules ``path`` imports anywhere (top level or inside a function)."""
+    found = set()
+    for node in ast.walk(ast.parse(path.read_text(encoding="utf-8"))):
+        if isinstance(node, ast.ImportFrom) and node.module:
+            found |= {node.module, *(f"{node.module}.{a.name}" for a in node.names)}
+        elif isinstance(node, ast.Import):
+            found |= {a.name for a in node.names}
+    return {m for m in found if m.startswith("compatlm.train")}
+
+
+def _module(path: Path) -> str:
+    parts = path.relative_to(TRAIN.parents[1]).with_suffix("").parts
+    return ".".join(parts[:-1] if parts[-1] == "__init__" else parts)
+
+
+def test_components_never_import_a_recipe_and_nothing_imports_in_a_cycle():
+    paths = sorted(TRAIN.rglob("*.py"))
+    modules = {_module(p): p for p in paths}
+    graph = {m: _train_imports(p) & modules.keys() for m, p in modules.items()}
+    # The two old import paths of the recipes re-export them and are not components.
+    shims = {"compatlm.train.task", "compatlm.train.compat"}
+    for m, deps in graph.items():
+        if ".recipes" not in m and m not in shims:
+            assert not {d for d in deps if ".recipes." in d}, m
+    seen: dict[str, int] = {}
+
+    def visit(m: str, stack: list[str]) -> None:
+        seen[m] = 1
+        for d in graph[m]:
+            assert seen.get(d) != 1, " -> ".join([*stack[stack.index(d) :], d])
+            if d not in seen:
+                visit(d, [*stack, d])
+        seen[m] = 2
+
+    for m in graph:
+        if m not in seen:
+            visit(m, [m])
