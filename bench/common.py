@@ -216,12 +216,16 @@ def n_params(model: Any) -> int:
 LMEVAL_PYTHON = "/tmp/lmeval-venv/bin/python"  # made by bench/setup_peer.sh
 
 # lm-eval's CLI entry point (what the `lm_eval` console script calls), unchanged except that
-# TemplateLM.loglikelihood — tokenising and scoring every request — is timed.
+# TemplateLM.loglikelihood — tokenising and scoring every request — is timed, and the token
+# positions HFLM._model_call runs (batch x padded width; it computes logits at all of them)
+# are counted.
 LMEVAL_TIMER = """\
 import json, os, sys, time
 T0 = time.perf_counter()
 import lm_eval.api.model as m
+import lm_eval.models.huggingface as hf
 orig, spans = m.TemplateLM.loglikelihood, []
+calls, positions = [0], [0]
 def timed(self, requests, *a, **k):
     s = time.perf_counter()
     try:
@@ -229,12 +233,19 @@ def timed(self, requests, *a, **k):
     finally:
         spans.append([s - T0, time.perf_counter() - T0, len(requests)])
 m.TemplateLM.loglikelihood = timed
+model_call = hf.HFLM._model_call
+def counted(self, inps, *a, **k):
+    calls[0] += 1
+    positions[0] += int(inps.shape[0]) * int(inps.shape[1])
+    return model_call(self, inps, *a, **k)
+hf.HFLM._model_call = counted
 from lm_eval.__main__ import cli_evaluate
 try:
     cli_evaluate()
 finally:
     with open(os.environ["LMEVAL_TIMING_OUT"], "w") as f:
-        json.dump({"spans": spans, "in_process": time.perf_counter() - T0}, f)
+        json.dump({"spans": spans, "in_process": time.perf_counter() - T0,
+                   "forwards": calls[0], "positions": positions[0]}, f)
 """
 
 

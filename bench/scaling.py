@@ -10,8 +10,8 @@ Three axes, three points each, every other setting held at the middle point (unt
 
 Eval is :func:`compatlm.eval.runner.score_multiple_choice` (batch 16), in process, after a
 warm-up; training is the plain task-adapter step of ``compatlm train task``
-(:func:`compatlm.train.task.build_student` with the default LoRA r=8 on all linear layers,
-:func:`compatlm.train.task.ce_step`, backward, AdamW) on synthetic sequences, every position
+(:func:`compatlm.train.student.build_student` with the default LoRA r=8 on all linear layers,
+:func:`compatlm.train.step.ce_step`, backward, AdamW) on synthetic sequences, every position
 labelled. Each point is the median of ``--reps`` repetitions; each axis gets a least-squares fit
 of log(time) against log(x) whose slope is the observed exponent (1 = linear).
 
@@ -124,7 +124,8 @@ def train_job(model_dir: Path, feats: list[Any], steps: int | None) -> tuple[Any
     from compatlm.spec import ModelSpec
     from compatlm.train.config import LoraSettings
     from compatlm.train.data import Collator
-    from compatlm.train.task import build_student, ce_step
+    from compatlm.train.step import ce_step
+    from compatlm.train.student import build_student
 
     model, _ = build_student(
         ModelSpec.parse(str(model_dir)), LoraSettings(), RuntimeConfig(device="cpu")

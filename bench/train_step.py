@@ -35,6 +35,7 @@ import sys
 import tempfile
 import threading
 import time
+from functools import partial
 from pathlib import Path
 
 RESULTS = Path(__file__).resolve().parent / "results" / "train_step.json"
@@ -160,15 +161,10 @@ def child(
     from compatlm.config import RuntimeConfig
     from compatlm.models import load_model
     from compatlm.spec import ModelSpec
-    from compatlm.train.compat import load_student
     from compatlm.train.data import Collator
-    from compatlm.train.task import ce_step
-    from compatlm.train.teachers import (
-        AdapterTeacher,
-        CachedTeacher,
-        LiveOldTeacher,
-        compat_step,
-    )
+    from compatlm.train.step import ce_step, compat_step
+    from compatlm.train.student import load_student
+    from compatlm.train.teachers import AdapterTeacher, CachedTeacher, LiveOldTeacher, Teachers
 
     torch.set_num_threads(1)
     paths = json.loads((workdir / "paths.json").read_text())
@@ -193,7 +189,8 @@ def child(
             CachedTeacher(_open(workdir / "cache_new", paths["new"], feats), ids) if both else None
         )
         teacher = "live" if variant == "muscle_live" else "cache"
-        step_fn = compat_step(compat_cfg(paths, teacher), new or AdapterTeacher(model), old)
+        teachers = Teachers(new=new or AdapterTeacher(model), old=old)
+        step_fn = partial(compat_step, cfg=compat_cfg(paths, teacher), teachers=teachers)
     model.train()
     params = [p for p in model.parameters() if p.requires_grad]
     opt = torch.optim.AdamW(params, lr=1e-4)
@@ -281,9 +278,9 @@ def fidelity(paths: dict[str, str]) -> dict:
     from compatlm.models import load_model
     from compatlm.spec import ModelSpec
     from compatlm.train.data import Collator
+    from compatlm.train.forward import forward_logits
     from compatlm.train.losses import compat_loss
     from compatlm.train.masks import OldStats
-    from compatlm.train.task import forward_logits
     from compatlm.train.topk import per_token_kl_full, per_token_kl_topk, topk_from_logits
 
     rt = RuntimeConfig(device="cpu")

@@ -305,3 +305,136 @@ def test_compare_run_needs_reference(tmp_path):
         compare_run(run, CFG)
     with pytest.raises(CompatlmError, match="no predictions"):
         compare_run(tmp_path / "empty", CFG)
+
+
+# --- 20k-instance golden cases ---------------------------------------------------------------
+# metrics.json and the flips file of three seeded 20k-instance comparisons, saved from the
+# row-by-row loader and join this module replaced (tests/fixtures/compare_20k/make_golden.py).
+# The compact path must reproduce them byte for byte.
+GOLDEN = Path(__file__).resolve().parents[1] / "fixtures" / "compare_20k"
+GOLDEN_N = 20_000
+
+
+def _golden_rows(case: str, role: str, rng) -> list[dict | str]:
+    """One side of a golden case; ``rng`` is shared so the two sides differ where they should."""
+    n = GOLDEN_N
+    rows: list[dict | str] = []
+    for i in range(n):
+        eid = f"é-{i}" if i % 97 == 0 else f"q{i:05d}"
+        group = i // 13
+        right = bool(rng.random() < (0.35 + 0.5 * ((group * 7919) % 11) / 10))
+        if case == "generation":
+            target = f"t{i % 50}"
+            parsed = target if right else (None if rng.random() < 0.3 else f"w{rng.integers(9)}")
+            score = float(round(rng.uniform(0.5, 1.0) if right else rng.uniform(0, 0.5), 3))
+            row = {
+                "schema_version": 1,
+                "task": "gen_task",
+                "kind": "generation",
+                "role": role,
+                "model": f"base-{role}",
+                "example_id": eid,
+                "example_hash": f"{(i * 2654435761) % 2**64:016x}",
+                "prompt_hash": f"{(i * 40503) % 2**64:016x}",
+                "target": target,
+                "output": f"answer {{{parsed}}} ü" if i % 50 == 0 else f"the answer is {parsed}",
+                "parsed": parsed,
+                "correct": right,
+                "score": (1 if right else 0) if i % 101 == 0 else score,
+                "margin": None if i % 7 == 0 else float(round(rng.normal(0, 0.5), 4)),
+                "loglikelihoods": None,
+                "choice_lengths": None,
+                "metric": "exact_match",
+                "slice": ["math", "text", None][i % 3],
+                "group": group if role == "old" else str(group),
+            }
+        elif case == "mc":
+            target = i % 4
+            parsed = target if right else int((target + 1 + rng.integers(3)) % 4)
+            lls = [float(round(-1.0 - rng.random(), 5)) for _ in range(4)]
+            lls[parsed] = -0.5
+            row = {
+                "schema_version": 1,
+                "task": "mc_task",
+                "kind": "multiple_choice",
+                "role": role,
+                "model": f"base+{role}",
+                "example_id": eid,
+                "example_hash": f"{(i * 2654435761) % 2**64:016x}",
+                "prompt_hash": f"{(i * 40503) % 2**64:016x}"
+                if role == "old" or i % 1000
+                else "changed",
+                "target": target,
+                "output": f" choice {parsed}",
+                "parsed": parsed,
+                "correct": right,
+                "score": float(round(rng.uniform(0.25, 1.0), 4)),
+                "margin": float(round(rng.normal(0, 1.0), 4)),
+                "loglikelihoods": lls,
+                "choice_lengths": [3, 4, 5, 6],
+                "metric": "acc_norm",
+                "slice": f"s{i % 4}",
+            }
+        else:  # minimal foreign lines with extras a harness might write
+            parsed = (i % 3) if right else ("x" if i % 2 else int(rng.integers(5)))
+            row = {"example_id": eid, "correct": right, "parsed": parsed, "group": f"g{group}"}
+            if i % 5:
+                row["slice"] = ["a", "b"][i % 2]
+            else:
+                row["slice"] = None
+            if i % 9 == 0:
+                row["score"] = float(round(rng.random(), 3))
+            row["margin"] = float(round(rng.normal(0, 0.3), 3))
+            row["question"] = f"q {i}?"
+            if i % 211 == 0:
+                row["meta"] = {"source": "x", "k": [1, {"deep": True}]}
+        rows.append(row)
+    return rows
+
+
+def golden_inputs(case: str, root: Path) -> tuple[Path, Path, dict]:
+    """Write the two files of ``case`` under ``root``; returns them and compare_files options."""
+    import numpy as np
+
+    rng = np.random.default_rng({"generation": 1, "mc": 2, "minimal": 3}[case])
+    old = _golden_rows(case, "old", rng)
+    new = _golden_rows(case, "new", rng)
+    # The new file: some rows missing, some only there, shuffled, with blank lines.
+    new = [r for k, r in enumerate(new) if k % 211]
+    extra = _golden_rows(case, "new", rng)[:40]
+    for k, r in enumerate(extra):
+        assert isinstance(r, dict)
+        r["example_id"] = f"only-new-{k}"
+    new += extra
+    new = [new[k] for k in rng.permutation(len(new))]
+    for k in range(0, len(new), 1000):
+        new.insert(k, "")
+    old.insert(5, "   ")
+    opts: dict = {"noise_margin": 0.3}
+    cfg = {"bootstrap": 200, "seed": 11, "allow_prompt_mismatch": case == "mc"}
+    return write(root / "old.jsonl", old), write(root / "new.jsonl", new), {**opts, "cfg": cfg}
+
+
+def golden_outputs(case: str, root: Path) -> dict[str, str]:
+    """Run ``case`` through compare_files; metrics.json (paths and git hash masked) and the
+    sha256 and line count of the flips file."""
+    import hashlib
+    import re
+
+    a, b, opts = golden_inputs(case, root / "in")
+    cfg = CompareConfig(**opts.pop("cfg"))
+    out = root / "out"
+    doc = compare_files(a, b, out, cfg, **opts)
+    text = (out / "metrics.json").read_text(encoding="utf-8")
+    text = text.replace(str((root / "in").resolve()), "<IN>")
+    text = re.sub(r'"git_hash": (null|"[0-9a-f]*")', '"git_hash": "<GIT>"', text)
+    flips = (out / doc["comparisons"][0]["files"]["flips"]).read_bytes()
+    summary = {"sha256": hashlib.sha256(flips).hexdigest(), "lines": flips.count(b"\n")}
+    return {"metrics.json": text, "flips.json": json.dumps(summary, indent=1) + "\n"}
+
+
+@pytest.mark.parametrize("case", ["generation", "mc", "minimal"])
+def test_golden_20k_byte_identical(tmp_path, case):
+    for name, text in golden_outputs(case, tmp_path).items():
+        want = (GOLDEN / f"{case}.{name}").read_text(encoding="utf-8")
+        assert text == want, f"{case}.{name} differs from the saved row-by-row result"

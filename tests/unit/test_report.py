@@ -58,10 +58,14 @@ def test_html_escapes_data_and_is_self_contained(tmp_path):
     assert "&lt;script&gt;alert(&#x27;x&#x27;)&lt;/script&gt;" in html
     assert not re.search(r"""(src|href)=["']?(https?:)?//""", html)  # no network resources
     assert "<link" not in html and "@import" not in html
-    n_plots = len(list((out / "plots").glob("*.png")))
-    assert n_plots == 3  # overview, quadrants, slices
-    assert html.count('src="data:image/png;base64,') == n_plots
-    assert html.count("<details>") == 5  # 2 negative + 3 positive flips (see the counts test)
+    assert sorted(p.name.rsplit("_", 1)[-1] for p in (out / "plots").glob("*.png")) == [
+        "overview.png",
+        "quadrants.png",
+        "slices.png",
+    ]
+    # The page inlines the overview and the slice chart; the quadrants are an HTML table.
+    assert html.count('src="data:image/png;base64,') == 2
+    assert html.count('<details class="flip') == 5  # 2 negative + 3 positive flips
     md = (out / "report.md").read_text()
     assert "<script" not in md.lower() and "&lt;script&gt;" in md
     assert "second line \\| pipe" in md  # one table row per flip: newline folded, pipe escaped
@@ -103,7 +107,7 @@ def test_flip_list_is_capped(tmp_path):
     out = tmp_path / "out"
     compare_files(a, b, out, CompareConfig(bootstrap=0))
     html = (out / "report.html").read_text()
-    assert html.count("<details>") == FLIP_LIST_CAP
+    assert html.count('<details class="flip') == FLIP_LIST_CAP
     assert f"Showing the first {FLIP_LIST_CAP} (negative flips first); all {n} are in" in html
 
 
@@ -113,3 +117,26 @@ def test_missing_metrics_json(tmp_path):
     (tmp_path / "metrics.json").write_text('{"schema_version": 7}')
     with pytest.raises(CompatlmError, match="expected schema_version 1, found 7"):
         render_report(tmp_path)
+
+
+def test_plain_clips_and_shows_invisible_characters():
+    from compatlm.report.fmt import clip, plain, visible
+
+    assert clip("abcdef", 4) == "abcd… (2 more characters)" and clip("abcd", 4) == "abcd"
+    assert visible("a\x00b\u202ec\U000e0001d\n\t\x7f") == "a\\x00b\\u202ec\\U000e0001d\\n\\t\\x7f"
+    assert visible("x\ny\tz\r\u2028", multiline=True) == "x\ny\tz\\r\\u2028"
+    assert visible("é 日本 🙂 $x$") == "é 日本 🙂 $x$"  # visible text is left alone
+    assert plain(None) == "null" and plain("\x00" * 5, 2) == "\\x00\\x00… (3 more characters)"
+
+
+def test_markdown_escaping():
+    from compatlm.report.markdown import md_code, md_escape
+
+    text = "[x](u) ![i](p) <b> & it's | `c` *e* _u_ $m$ @m #h ~s~ \\"
+    want = (
+        r"\[x\]\(u\) \!\[i\]\(p\) &lt;b&gt; &amp; it's \| \`c\` \*e\* \_u\_ \$m\$ \@m \#h"
+        r" \~s\~ \\"
+    )
+    assert md_escape(text) == want
+    assert md_code("flips/a_b.jsonl") == "`flips/a_b.jsonl`"
+    assert md_code("a`b") == "``a`b``" and md_code("`a") == "`` `a ``"

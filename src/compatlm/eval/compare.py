@@ -5,12 +5,16 @@ Owns the step from predictions to numbers. :func:`compare_sets` (pure) joins two
 ``prompt_hash`` where both sides are hashed the same way, reports unmatched rows instead of
 dropping them silently, and measures flips (:mod:`compatlm.eval.metrics`).
 :mod:`compatlm.eval.compare_io` turns it into files (``compare_files``, ``compare_run``).
+
+Everything runs on the sets' columns (:mod:`compatlm.eval.columns`): the join merges the two
+sorted id arrays, checks compare whole arrays and name the first offending instance in the
+reference file's order, and flips are index arrays (:class:`~compatlm.eval.flips.FlipTable`),
+so 2M-instance comparisons cost seconds and no per-instance objects.
 """
 
 from __future__ import annotations
 
 import logging
-import re
 from dataclasses import dataclass, field, fields
 from typing import Any
 
@@ -18,8 +22,12 @@ import numpy as np
 
 from compatlm.config import CompareConfig
 from compatlm.errors import CompatlmError
+from compatlm.eval.columns import Coded, Columns, same_kind, text_block, text_differs
+from compatlm.eval.flips import FlipTable, flip_masks, within_noise
 from compatlm.eval.metrics import measure
-from compatlm.eval.records import Prediction, PredictionSet
+from compatlm.eval.records import PredictionSet
+from compatlm.paths import flips_relpath
+from compatlm.paths import safe_name as safe_name  # re-exported: report code imports it here
 
 log = logging.getLogger(__name__)
 
@@ -36,6 +44,9 @@ class Comparison:
     other: str
     files: dict[str, str]
     n: int
+    n_groups: int | None
+    n_groups_reason: str | None
+    clustered: bool
     unmatched: dict[str, Any]
     counts: dict[str, Any]
     metrics: dict[str, Any]
@@ -43,73 +54,133 @@ class Comparison:
     slices: dict[str, Any]
     noise: dict[str, Any]
     warnings: list[str]
-    flips: list[dict[str, Any]] = field(repr=False)
+    flips: FlipTable = field(repr=False)
     relative_to_baseline: dict[str, Any] | None = None
+    # Per side: the model spec, the metric that decided ``correct`` and the lm-eval filter, as
+    # the prediction files state them (the report header names what was compared).
+    scoring: dict[str, Any] | None = None
+    # Set by compare_io when names collide after sanitising (see paths.unique_flips_paths).
+    flips_file: str | None = field(default=None, repr=False)
 
     @property
     def flips_relpath(self) -> str:
-        return f"flips/{safe_name(self.task)}/{safe_name(self.reference)}_vs_{safe_name(self.other)}.jsonl"
+        return self.flips_file or flips_relpath(self.task, self.reference, self.other)
 
     def to_json(self) -> dict[str, Any]:
         """The metrics.json entry: every field except the flips, plus the flips file path."""
-        out = {f.name: getattr(self, f.name) for f in fields(self) if f.name != "flips"}
+        skip = ("flips", "flips_file")
+        out = {f.name: getattr(self, f.name) for f in fields(self) if f.name not in skip}
         out["files"] = {**self.files, "flips": self.flips_relpath}
         return out
 
 
-def safe_name(name: str) -> str:
-    """A task/role name usable as one path component (no separators, no dot-dirs)."""
-    cleaned = re.sub(r"[^\w.+-]", "_", name)
-    return cleaned if cleaned.strip(".") else "_"
+def _first(ps: PredictionSet, rows: np.ndarray) -> list[str]:
+    return ps.ids(rows[:_FIRST_IDS])
 
 
-def _first(ids: list[str]) -> list[str]:
-    return ids[:_FIRST_IDS]
+def join(a: Columns, b: Columns) -> tuple[np.ndarray, np.ndarray, np.ndarray, np.ndarray]:
+    """Match rows of ``a`` and ``b`` by example_id.
+
+    Returns (M,) int64 rows of ``a`` and (M,) the rows of ``b`` holding the same ids, in
+    ``a``'s file order, then the rows only in ``a`` and only in ``b``, each in file order.
+    Both id arrays are sorted already (the loader's duplicate check sorts them); a stable sort
+    of the two sorted runs put end to end is a linear merge, and ids are unique within a file,
+    so equal neighbours are exactly the matches, ``a``'s first.
+    """
+    da, db = same_kind(a.ids.data, b.ids.data)
+    if da is a.ids.data and db is b.ids.data:
+        oa, ob = a.sort_order(), b.sort_order()
+    else:  # one side converted to variable-width strings: sort in that representation
+        oa, ob = np.argsort(da, kind="stable"), np.argsort(db, kind="stable")
+    merged = np.concatenate([da[oa], db[ob]])  # (Na + Nb,)
+    order = np.argsort(merged, kind="stable")
+    ordered = merged[order]
+    eq = np.flatnonzero(ordered[1:] == ordered[:-1])  # (M,) positions of matched pairs
+    ia = oa[order[eq]]
+    ib = ob[order[eq + 1] - len(da)]
+    by_a = np.argsort(ia, kind="stable")
+    ia, ib = ia[by_a], ib[by_a]
+    in_a = np.zeros(len(da), dtype=bool)
+    in_a[ia] = True
+    in_b = np.zeros(len(db), dtype=bool)
+    in_b[ib] = True
+    return ia, ib, np.flatnonzero(~in_a), np.flatnonzero(~in_b)
+
+
+def lookup(cols: Columns, ids: list[str]) -> np.ndarray:
+    """(len(ids),) int64 row of each id in ``cols`` (-1 where absent)."""
+    if not ids or not len(cols):
+        return np.full(len(ids), -1, dtype=np.int64)
+    data, needles = same_kind(cols.ids.data, text_block(ids).data)
+    order = cols.sort_order() if data is cols.ids.data else np.argsort(data, kind="stable")
+    ordered = data[order]
+    pos = np.minimum(np.searchsorted(ordered, needles), len(ordered) - 1)
+    return np.where(ordered[pos] == needles, order[pos], -1)
+
+
+def _differs(a: Coded, ia: np.ndarray, b: Coded, ib: np.ndarray) -> np.ndarray:
+    """(M,) bool: the value of row ia[k] of ``a`` != that of row ib[k] of ``b`` (Python
+    equality of int/str/None values: 1 and "1" differ, None equals None)."""
+    return a.codes[ia] != a.translate(b)[b.codes[ib]]
+
+
+def _nulls(c: Coded, rows: np.ndarray) -> np.ndarray:
+    """(len(rows),) bool: the value of each row is None."""
+    is_none = np.array([v is None for v in c.values], dtype=bool)
+    return is_none[c.codes[rows]] if len(c.values) else np.zeros(len(rows), dtype=bool)
 
 
 def _check_pairs(
-    old: PredictionSet, new: PredictionSet, ids: list[str], cfg: CompareConfig, warnings: list[str]
+    old: PredictionSet,
+    new: PredictionSet,
+    ia: np.ndarray,
+    ib: np.ndarray,
+    cfg: CompareConfig,
+    warnings: list[str],
 ) -> int:
     """Hash and target checks on matched rows; returns how many example hashes were verified."""
+    a, b = old.columns, new.columns
     same_scheme = old.hash_scheme == new.hash_scheme
+    n = len(ia)
     verified = 0
-    prompt_diff: list[str] = []
-    target_diff: list[str] = []
-    for i in ids:
-        a, b = old.rows[i], new.rows[i]
-        if a.example_hash is not None and b.example_hash is not None and same_scheme:
-            if a.example_hash != b.example_hash:
-                raise CompatlmError(
-                    f"example {i!r} differs between the files: example_hash {a.example_hash} in "
-                    f"{old.path}:{old.lines[i]} vs {b.example_hash} in {new.path}:{new.lines[i]}"
-                    " (different data under the same id)"
-                )
-            verified += 1
-        hashed = same_scheme and None not in (a.prompt_hash, b.prompt_hash)
-        if hashed and a.prompt_hash != b.prompt_hash:
-            prompt_diff.append(i)
-        if a.target is not None and b.target is not None and a.target != b.target:
-            target_diff.append(i)
-    if not same_scheme and any(old.rows[i].example_hash for i in ids):
-        warnings.append(
-            f"example/prompt hashes not verified: {old.hash_scheme} and {new.hash_scheme} "
-            "files hash differently"
-        )
-    if prompt_diff:
-        first = prompt_diff[0]
+    if same_scheme:
+        both = a.example_hash.present(ia) & b.example_hash.present(ib)
+        bad = np.flatnonzero(both & text_differs(a.example_hash, ia, b.example_hash, ib))
+        if len(bad):
+            i, j = int(ia[bad[0]]), int(ib[bad[0]])
+            raise CompatlmError(
+                f"example {a.ids.get(i)!r} differs between the files: example_hash "
+                f"{a.example_hash.get(i)} in {old.path}:{int(a.lines[i])} vs "
+                f"{b.example_hash.get(j)} in {new.path}:{int(b.lines[j])}"
+                " (different data under the same id)"
+            )
+        verified = int(both.sum())
+        hashed = a.prompt_hash.present(ia) & b.prompt_hash.present(ib)
+        prompt_diff = np.flatnonzero(hashed & text_differs(a.prompt_hash, ia, b.prompt_hash, ib))
+    else:
+        prompt_diff = np.array([], dtype=np.int64)
+        if a.example_hash.nonempty(ia).any():
+            warnings.append(
+                f"example/prompt hashes not verified: {old.hash_scheme} and {new.hash_scheme} "
+                "files hash differently"
+            )
+    given = ~_nulls(a.target, ia) & ~_nulls(b.target, ib)
+    target_diff = np.flatnonzero(given & _differs(a.target, ia, b.target, ib))
+    if len(prompt_diff):
+        i, j = int(ia[prompt_diff[0]]), int(ib[prompt_diff[0]])
         msg = (
-            f"prompt_hash differs on {len(prompt_diff)} of {len(ids)} matched instances (first: "
-            f"{first!r}: {old.rows[first].prompt_hash} in {old.path} vs "
-            f"{new.rows[first].prompt_hash} in {new.path}): the models saw different tokens"
+            f"prompt_hash differs on {len(prompt_diff)} of {n} matched instances (first: "
+            f"{a.ids.get(i)!r}: {a.prompt_hash.get(i)} in {old.path} vs "
+            f"{b.prompt_hash.get(j)} in {new.path}): the models saw different tokens"
         )
         if not cfg.allow_prompt_mismatch:
             raise CompatlmError(msg + "; pass --allow-prompt-mismatch to compare anyway")
         warnings.append(msg)
-    if target_diff:
-        first = target_diff[0]
+    if len(target_diff):
+        i, j = int(ia[target_diff[0]]), int(ib[target_diff[0]])
         msg = (
-            f"target differs on {len(target_diff)} of {len(ids)} matched instances (first: "
-            f"{first!r}: {old.rows[first].target!r} vs {new.rows[first].target!r})"
+            f"target differs on {len(target_diff)} of {n} matched instances (first: "
+            f"{a.ids.get(i)!r}: {a.target.get(i)!r} vs {b.target.get(j)!r})"
         )
         if same_scheme:
             raise CompatlmError(f"{old.path} vs {new.path}: {msg}")
@@ -117,78 +188,71 @@ def _check_pairs(
     return verified
 
 
-def _flip_types(a: Prediction, b: Prediction, inconsistent: bool, d: float | None, tol: float):
-    types = []
-    if a.correct and not b.correct:
-        types.append("negative")
-    if not a.correct and b.correct:
-        types.append("positive")
-    if inconsistent and not b.correct:
-        types.append("inconsistency")
-    if d is not None and d < -tol:
-        types.append("similarity_negative")
-    if d is not None and d > tol:
-        types.append("similarity_positive")
-    return types
+def _join_groups(
+    old: PredictionSet, new: PredictionSet, ia: np.ndarray, ib: np.ndarray
+) -> np.ndarray | None:
+    """(M,) int code of each matched instance's group, or None when neither file has groups.
+
+    One file's groups serve both when only it has them; when both have them they must agree,
+    since a group is a property of the example, not of the model that answered it.
+    """
+    if not (old.has_groups or new.has_groups):
+        return None
+    a, b = old.columns, new.columns
+    if old.has_groups and new.has_groups:
+        bad = np.flatnonzero(_differs(a.group, ia, b.group, ib))
+        if len(bad):
+            i, j = int(ia[bad[0]]), int(ib[bad[0]])
+            raise CompatlmError(
+                f"example {a.ids.get(i)!r} is in group {a.group.get(i)!r} in "
+                f"{old.path}:{int(a.lines[i])} but in group {b.group.get(j)!r} in "
+                f"{new.path}:{int(b.lines[j])} (an example's group must be the same in both "
+                "files)"
+            )
+    src, rows = (a, ia) if old.has_groups else (b, ib)
+    codes = src.group.codes[rows]  # (M,) codes in order of first appearance in the file
+    # Renumbered in order of first appearance among the matched instances, as the statistics
+    # have always seen them (the bootstrap's draws depend on the numbering).
+    present, first = np.unique(codes, return_index=True)
+    renumber = np.zeros(len(src.group.values), dtype=np.int64)
+    renumber[present[np.argsort(first)]] = np.arange(len(present))
+    return renumber[codes]  # (M,)
 
 
-def _side(p: Prediction) -> dict[str, Any]:
-    return {
-        "output": p.output,
-        "parsed": p.parsed,
-        "target": p.target,
-        "correct": p.correct,
-        "score": p.score,
-        "margin": p.margin,
-    }
+def _check_measure(old: PredictionSet, new: PredictionSet, cfg: CompareConfig) -> list[str]:
+    """Refuse rows whose ``correct`` was decided by different metrics or lm-eval filters.
+
+    ``acc`` vs ``acc_norm`` or ``none`` vs ``strict-match`` answer different questions; flips
+    between them would be artefacts of the measurement. Allowed, it becomes a warning.
+    """
+    notes = []
+    for what, a, b in (("metric", old.metric, new.metric), ("filter", old.filter, new.filter)):
+        if a is None or b is None or a == b:
+            continue  # unknown on one side (minimal foreign lines) or the same: nothing to say
+        msg = f"{what} differs: {a!r} in {old.path} vs {b!r} in {new.path}"
+        if not cfg.allow_metric_mismatch:
+            raise CompatlmError(
+                f"{msg}: correct means different things; pass --allow-metric-mismatch to "
+                "compare anyway"
+            )
+        notes.append(f"{msg} (compared anyway: --allow-metric-mismatch)")
+    return notes
 
 
-def _build_flips(
-    task: str,
-    ids: list[str],
-    a_rows: list[Prediction],
-    b_rows: list[Prediction],
-    inconsistent: np.ndarray | None,
-    scores: tuple[np.ndarray, np.ndarray] | None,
-    slice_of: list[str | None],
-    tolerance: float,
-    noise_margin: float | None,
-    roles: tuple[str, str],
-) -> tuple[list[dict[str, Any]], dict[str, Any]]:
-    """One flips-file line per flipped instance, and the within-noise counts."""
-    flips: list[dict[str, Any]] = []
-    within = {"flips_within_noise": 0, "negative_flips_within_noise": 0}
-    for k, (i, a, b) in enumerate(zip(ids, a_rows, b_rows, strict=True)):
-        d = None if scores is None else float(scores[1][k] - scores[0][k])
-        changed = bool(inconsistent[k]) if inconsistent is not None else False
-        types = _flip_types(a, b, changed, d, tolerance)
-        if not types:
-            continue
-        # A flip whose decision margin is tiny on both sides may be numerical noise (same model,
-        # other batch size or dtype flips it too): label it instead of hiding it.
-        noisy = None
-        if noise_margin is not None and a.margin is not None and b.margin is not None:
-            noisy = abs(a.margin) < noise_margin and abs(b.margin) < noise_margin
-            within["flips_within_noise"] += noisy
-            within["negative_flips_within_noise"] += noisy and "negative" in types
-        flips.append(
-            {
-                "task": task,
-                "example_id": i,
-                "flip": types[0],
-                "flip_types": types,
-                "slice": slice_of[k],
-                "reference_role": roles[0],
-                "other_role": roles[1],
-                "reference": _side(a),
-                "other": _side(b),
-                "score_delta": d,
-                "within_noise": noisy,
-            }
-        )
-    noise: dict[str, Any] = {"noise_margin": noise_margin}
-    noise.update(within if noise_margin is not None else dict.fromkeys(within))
-    return flips, noise
+def _join_slices(
+    a: Coded, ia: np.ndarray, b: Coded, ib: np.ndarray
+) -> tuple[np.ndarray, list[Any]]:
+    """(M,) codes into a values list: each matched instance's slice, the reference's unless
+    it has none."""
+    values = list(a.values)
+    index = {v: c for c, v in enumerate(values)}
+    for v in b.values:
+        if v not in index:
+            index[v] = len(values)
+            values.append(v)
+    b_codes = np.array([index[v] for v in b.values], dtype=np.int64)[b.codes[ib]]
+    codes = np.where(_nulls(a, ia), b_codes, a.codes[ia])
+    return codes, values
 
 
 def compare_sets(
@@ -206,60 +270,50 @@ def compare_sets(
         raise CompatlmError(
             f"cannot compare {old.kind} predictions ({old.path}) with {new.kind} ones ({new.path})"
         )
-    ids = [i for i in old.rows if i in new.rows]
-    old_only = [i for i in old.rows if i not in new.rows]
-    new_only = [i for i in new.rows if i not in old.rows]
-    if not ids:
+    a, b = old.columns, new.columns
+    ia, ib, old_only, new_only = join(a, b)
+    n = len(ia)
+    if not n:
         raise CompatlmError(
             f"no example_id in common between {old.path} ({len(old)} rows, first "
-            f"{_first(list(old.rows))[:3]}) and {new.path} ({len(new)} rows, first "
-            f"{_first(list(new.rows))[:3]})"
+            f"{old.ids(np.arange(min(3, len(old))))}) and {new.path} ({len(new)} rows, first "
+            f"{new.ids(np.arange(min(3, len(new))))})"
         )
-    warnings: list[str] = list(old.notes) + list(new.notes)
-    verified = _check_pairs(old, new, ids, cfg, warnings)
+    measure_notes = _check_measure(old, new, cfg)
+    warnings: list[str] = list(old.notes) + list(new.notes) + measure_notes
+    verified = _check_pairs(old, new, ia, ib, cfg, warnings)
     task = old.task or new.task or "task"
     if old.task and new.task and old.task != new.task:
         msg = f"task names differ: {old.task!r} ({old.path}) vs {new.task!r} ({new.path})"
-        if verified < len(ids):
+        if verified < n:
             raise CompatlmError(msg + "; example hashes cannot prove they are the same data")
         warnings.append(msg + " (example hashes match, compared anyway)")
     unmatched = {
-        "reference_only": {"count": len(old_only), "first_ids": _first(old_only)},
-        "other_only": {"count": len(new_only), "first_ids": _first(new_only)},
+        "reference_only": {"count": len(old_only), "first_ids": _first(old, old_only)},
+        "other_only": {"count": len(new_only), "first_ids": _first(new, new_only)},
     }
-    if old_only or new_only:
+    if len(old_only) or len(new_only):
         msg = (
             f"unmatched rows: {len(old_only)} only in {ref_label} ({old.path}), "
-            f"{len(new_only)} only in {other_label} ({new.path}); compared {len(ids)}"
+            f"{len(new_only)} only in {other_label} ({new.path}); compared {n}"
         )
         warnings.append(msg)
         log.warning(msg)
 
-    a_rows = [old.rows[i] for i in ids]
-    b_rows = [new.rows[i] for i in ids]
-    oc = np.array([p.correct for p in a_rows], dtype=bool)  # (N,)
-    nc = np.array([p.correct for p in b_rows], dtype=bool)  # (N,)
-    has_parsed = all(p.has_parsed for p in a_rows) and all(p.has_parsed for p in b_rows)
-    inconsistent = (
-        np.array([p.parsed != q.parsed for p, q in zip(a_rows, b_rows, strict=True)], dtype=bool)
-        if has_parsed
-        else None
-    )
+    oc, nc = a.correct[ia], b.correct[ib]  # (M,) bool
+    has_parsed = bool(a.parsed_stated[ia].all() and b.parsed_stated[ib].all())
+    inconsistent = _differs(a.parsed, ia, b.parsed, ib) if has_parsed else None  # (M,) bool
     sim_reason = None
     scores = None
     if "multiple_choice" in (old.kind, new.kind):
         sim_reason = "multiple choice: scores are choice probabilities, not similarities"
     else:
-        missing = sum(
-            p.score is None or q.score is None for p, q in zip(a_rows, b_rows, strict=True)
-        )
+        sa, sb = a.score[ia], b.score[ib]  # (M,) float64, NaN = null
+        missing = int((np.isnan(sa) | np.isnan(sb)).sum())
         if missing:
-            sim_reason = f"score missing on {missing} of {len(ids)} matched instances"
+            sim_reason = f"score missing on {missing} of {n} matched instances"
         else:
-            scores = (
-                np.array([p.score for p in a_rows], dtype=np.float64),  # (N,)
-                np.array([q.score for q in b_rows], dtype=np.float64),  # (N,)
-            )
+            scores = (sa, sb)
     opts = {
         "inconsistency_reason": "undefined: parsed answers are missing on one side",
         "similarity_reason": sim_reason,
@@ -268,28 +322,41 @@ def compare_sets(
         "confidence": cfg.confidence,
         "seed": cfg.seed,
     }
-    whole = measure(oc, nc, inconsistent=inconsistent, scores=scores, **opts)
+    groups = _join_groups(old, new, ia, ib)  # (M,) or None
+    whole = measure(oc, nc, inconsistent=inconsistent, scores=scores, groups=groups, **opts)
 
-    slice_of = [
-        p.slice if p.slice is not None else q.slice for p, q in zip(a_rows, b_rows, strict=True)
-    ]
+    slice_codes, slice_values = _join_slices(a.slice, ia, b.slice, ib)
     slices: dict[str, Any] = {}
-    if any(s is not None for s in slice_of):
-        keys = np.array(["(none)" if s is None else s for s in slice_of], dtype=object)
-        for name in sorted(set(keys.tolist())):
-            m = keys == name  # (N,) bool mask of this slice
+    if any(slice_values[c] is not None for c in np.unique(slice_codes).tolist()):
+        names = ["(none)" if v is None else v for v in slice_values]
+        for name in sorted(set(names[c] for c in np.unique(slice_codes).tolist())):
+            same = [c for c, v in enumerate(names) if v == name]
+            m = np.isin(slice_codes, same)  # (M,) bool mask of this slice
             slices[name] = measure(
                 oc[m],
                 nc[m],
                 inconsistent=None if inconsistent is None else inconsistent[m],
                 scores=None if scores is None else (scores[0][m], scores[1][m]),
+                groups=None if groups is None else groups[m],
                 **opts,
             )
 
-    flips, noise = _build_flips(
-        task, ids, a_rows, b_rows, inconsistent, scores, slice_of, cfg.tolerance, noise_margin,
+    delta = None if scores is None else scores[1] - scores[0]  # (M,) float64
+    masks = flip_masks(oc, nc, inconsistent, delta, cfg.tolerance)
+    fk = np.flatnonzero(masks)  # (F,) matched positions of flipped instances
+    labels, noise = within_noise(
+        (a.margin[ia[fk]], b.margin[ib[fk]]), (masks[fk] & 1).astype(bool), noise_margin
+    )
+    flips = FlipTable(
+        task,
         (ref_label, other_label),
-    )  # fmt: skip
+        (old, new),
+        (ia[fk], ib[fk]),
+        masks[fk],
+        None if delta is None else delta[fk],
+        labels,
+        (slice_codes[fk], slice_values),
+    )
     return Comparison(
         task=task,
         kind=old.kind or new.kind,
@@ -297,6 +364,9 @@ def compare_sets(
         other=other_label,
         files={"reference": str(old.path), "other": str(new.path)},
         n=whole["n"],
+        n_groups=whole["n_groups"],
+        n_groups_reason=whole["n_groups_reason"],
+        clustered=whole["clustered"],
         unmatched=unmatched,
         counts=whole["counts"],
         metrics=whole["metrics"],
@@ -305,4 +375,8 @@ def compare_sets(
         noise=noise,
         warnings=warnings,
         flips=flips,
+        scoring={
+            side: {"model": ps.model, "metric": ps.metric, "filter": ps.filter}
+            for side, ps in (("reference", old), ("other", new))
+        },
     )

@@ -1,33 +1,126 @@
-"""Comparing files and run directories: validate everything, then write atomically.
+"""Comparing files and run directories: validate everything, then write atomically as a set.
 
 :func:`compare_files` (two prediction files, ours or lm-eval's) and :func:`compare_run` (a run
 directory with ``predictions/<task>/<role>.jsonl``) validate every input first and only then
 write ``flips/<task>/<reference>_vs_<other>.jsonl``, ``metrics.json`` and the reports. The
 pure comparison lives in :mod:`compatlm.eval.compare`.
+
+The outputs are one set: flips, metrics.json and the reports must describe the same comparison.
+They are written into a staging directory inside the run and swapped in only when all of them
+exist, so a comparison that fails half-way (a report that cannot be rendered) leaves the
+previous set untouched; while the swap itself runs, ``.compatlm-incomplete`` marks the run so
+``compatlm report`` refuses a set that may be mixed.
 """
 
 from __future__ import annotations
 
+import os
 import shutil
+from collections.abc import Sequence
 from pathlib import Path
 from typing import Any
 
 from compatlm.config import CompareConfig
 from compatlm.errors import CompatlmError
-from compatlm.eval.compare import Comparison, compare_sets
-from compatlm.eval.gate import parse_conditions
+from compatlm.eval.compare import Comparison, compare_sets, lookup
+from compatlm.eval.gate import gate_record, parse_conditions
 from compatlm.eval.metrics import metrics_document, relative_change
+from compatlm.eval.reader import trim_heap
 from compatlm.eval.records import is_lmeval_file, load_predictions
-from compatlm.io import atomic_write_json, atomic_write_jsonl, prepare_out_dir
+from compatlm.io import (
+    atomic_write_json,
+    atomic_write_jsonl,
+    git_hash,
+    is_finite_number,
+    parse_json,
+    prepare_out_dir,
+)
+from compatlm.paths import RunLayout, unique_flips_paths
+from compatlm.report.context import collect_diagnostics
+from compatlm.report.examples import attach_texts, load_texts
+from compatlm.rundir import check_out_dir, lock
+
+# What one comparison writes, as a set: directories, then files.
+_SET_DIRS = ("flips", "plots")
+_SET_FILES = ("metrics.json", "report.md", "report.html")
+
+
+def _assign_flips_paths(comparisons: list[Comparison]) -> None:
+    """Give every comparison its own flips file even when names collide after sanitising."""
+    keys = [(c.task, c.reference, c.other) for c in comparisons]
+    sources = [f"{c.files.get('reference')}\x00{c.files.get('other')}" for c in comparisons]
+    paths, notes = unique_flips_paths(keys, sources)
+    for c, p, note in zip(comparisons, paths, notes, strict=True):
+        c.flips_file = p
+        if note is not None:
+            c.warnings.append(note)
 
 
 def _write(out_dir: Path, comparisons: list[Comparison], doc: dict[str, Any]) -> None:
+    """Write flips, metrics.json and the reports into a staging directory, then swap them in."""
     from compatlm.report import render_report
 
-    for c in comparisons:
-        atomic_write_jsonl(out_dir / c.flips_relpath, c.flips)
-    atomic_write_json(out_dir / "metrics.json", doc)
-    render_report(out_dir)
+    layout = RunLayout(out_dir)
+    stage = layout.staging
+    shutil.rmtree(stage, ignore_errors=True)
+    try:
+        for c in comparisons:
+            atomic_write_jsonl(stage / c.flips_relpath, c.flips)
+            # The reports render from the files: the columns of both sets can go first.
+            c.flips.release()
+        trim_heap()
+        atomic_write_json(stage / "metrics.json", doc)
+        render_report(stage, env_dir=out_dir)  # the header reads the run's env.json
+    except BaseException:
+        shutil.rmtree(stage, ignore_errors=True)  # the previous set stays as it was
+        raise
+    # Everything exists: swap in. The marker tells `compatlm report` (and a reader) that a
+    # kill between these renames left a set that may be mixed.
+    atomic_write_json(layout.incomplete, {"staging": stage.name})
+    for name in _SET_DIRS:
+        if (out_dir / name).exists():
+            (out_dir / name).rename(stage / f"{name}.previous")
+        if (stage / name).exists():
+            (stage / name).rename(out_dir / name)
+    for name in _SET_FILES:
+        if (stage / name).exists():
+            os.replace(stage / name, out_dir / name)
+    layout.incomplete.unlink()
+    shutil.rmtree(stage, ignore_errors=True)
+
+
+def _finish(doc: dict[str, Any], cfg: CompareConfig) -> dict[str, Any]:
+    """Add what the report header states: the code version and the gate's outcome (checked
+    here, before anything is written, so metrics.json records the gate the exit code reflects
+    and a condition matching no comparison fails with nothing written)."""
+    doc["git_hash"] = git_hash()
+    doc["gate"] = gate_record(doc, list(cfg.fail_if))
+    return doc
+
+
+def recorded_noise(run: Path) -> dict[str, float] | None:
+    """``{task: noise_margin}`` from the run's ``noise.json`` (None when it has none)."""
+    path = RunLayout(run).noise
+    if not path.is_file():
+        return None
+    try:
+        text = path.read_text(encoding="utf-8")
+    except (OSError, UnicodeDecodeError) as err:
+        raise CompatlmError(f"{path}: cannot be read ({err})") from None
+    doc = parse_json(text, path)
+    tasks = doc.get("tasks") if isinstance(doc, dict) else None
+    if not isinstance(tasks, dict):
+        raise CompatlmError(f"{path}: field 'tasks': expected an object of task -> entry")
+    out = {}
+    for task, entry in tasks.items():
+        margin = entry.get("noise_margin") if isinstance(entry, dict) else None
+        if not is_finite_number(margin) or margin < 0:
+            raise CompatlmError(
+                f"{path}: field 'tasks.{task}.noise_margin': expected a number >= 0,"
+                f" found {margin!r}"
+            )
+        out[task] = float(margin)
+    return out or None
 
 
 def compare_files(
@@ -40,10 +133,13 @@ def compare_files(
     noise_margin: float | None = None,
     filter: str | None = None,
     metric: str | None = None,
+    inputs: Sequence[str | Path] = (),
 ) -> dict[str, Any]:
     """Compare two prediction files into ``out_dir``; returns the metrics.json document.
 
     Everything is read and validated before ``out_dir`` is touched, so bad input leaves nothing.
+    ``inputs`` are further files the command read (a ``--config``): ``--overwrite`` refuses to
+    delete a directory holding them, as it does for the two prediction files.
     """
     parse_conditions(cfg.fail_if)  # a bad gate must fail before anything is written
     lmeval = [is_lmeval_file(p) for p in (old_path, new_path)]
@@ -61,18 +157,22 @@ def compare_files(
         ref, other = "old", "new"
     comp = compare_sets(old, new, cfg, noise_margin=noise_margin, reference=ref, other=other)
     out = Path(out_dir)
-    for p in (old.path, new.path):
-        if overwrite and out.exists() and p.resolve().is_relative_to(out.resolve()):
-            raise CompatlmError(f"--out {out}: contains the input {p}; --overwrite would delete it")
+    every_input = [old.path, new.path, *inputs]
+    # Refusals (not a run directory, an input inside it, ...) before anything is written.
+    check_out_dir(out, kind="compare", overwrite=overwrite, inputs=every_input, resumable=False)
     comp.files = {"reference": str(old.path.resolve()), "other": str(new.path.resolve())}
+    del old, new  # only the flips hold the sets now, and release them once written
+    _assign_flips_paths([comp])
     settings = {
         "noise_margin": noise_margin,
         "reference": ref,
         "lmeval_filter": filter,
         "lmeval_metric": metric,
     }
-    doc = metrics_document([comp.to_json()], cfg, settings)
-    out = prepare_out_dir(out, overwrite=overwrite)
+    doc = _finish(metrics_document([comp.to_json()], cfg, settings), cfg)
+    out = prepare_out_dir(
+        out, kind="compare", overwrite=overwrite, inputs=every_input, resumable=False
+    )
     _write(out, [comp], doc)
     return doc
 
@@ -92,7 +192,13 @@ def compare_run(
     acc and acc_norm tasks live on different scales); a task missing from the dict has none."""
     parse_conditions(cfg.fail_if)
     run = Path(run_dir)
-    pred_root = run / "predictions"
+    noise_source = "given" if noise_margin is not None else None
+    if noise_margin is None:
+        # The floor eval measured (compare.noise_batch_size): a recompare must keep it, or
+        # every within_noise label would silently disappear.
+        noise_margin = recorded_noise(run)
+        noise_source = RunLayout(run).noise.name if noise_margin is not None else None
+    pred_root = RunLayout(run).predictions_dir
     task_dirs = sorted(p for p in pred_root.iterdir() if p.is_dir()) if pred_root.is_dir() else []
     if not task_dirs:
         raise CompatlmError(f"{run}: no predictions/<task>/<role>.jsonl files found")
@@ -105,6 +211,7 @@ def compare_run(
                 f"{', '.join(files) or '(none)'}"
             )
         sets = {role: load_predictions(p, role=role) for role, p in files.items()}
+        first = len(comparisons)
         floor = noise_margin.get(tdir.name) if isinstance(noise_margin, dict) else noise_margin
         for ps in sets.values():
             ps.task = ps.task or tdir.name
@@ -122,16 +229,35 @@ def compare_run(
                 comparisons.append(
                     compare_sets(sets[baseline], sets[role], cfg, noise_margin=floor)
                 )
+        texts = load_texts(run, tdir.name)
+        ref = sets[reference].columns
+        for c in comparisons[first:]:
+            # The reference's example hash of each flipped id decides whether the recorded
+            # texts belong to it; flip rows are built (and texts attached) while written.
+            flipped = c.flips.example_ids()
+            rows = lookup(ref, flipped).tolist()
+            pairs = zip(flipped, rows, strict=True)
+            hashes = {i: ref.example_hash.get(k) for i, k in pairs if k >= 0}
+            c.flips.set_decorate(lambda fl, t=texts, h=hashes: attach_texts(fl, t, h))
+    ps = sets = ref = None  # the flips hold what they need until they are written
     if not comparisons:
         raise CompatlmError(
             f"{run}: only the {reference!r} role has predictions; nothing to compare"
         )
     for c in comparisons:
         c.files = {k: str(Path(v).relative_to(run)) for k, v in c.files.items()}
-    settings = {"noise_margin": noise_margin, "reference": reference, "baseline": baseline}
+    _assign_flips_paths(comparisons)
+    settings = {
+        "noise_margin": noise_margin,
+        "noise_margin_source": noise_source,
+        "reference": reference,
+        "baseline": baseline,
+    }
     doc = metrics_document([c.to_json() for c in comparisons], cfg, settings)
-    # The flips directory belongs to compare: stale files from an earlier comparison would be
-    # mistaken for current ones, so it is rebuilt.
-    shutil.rmtree(run / "flips", ignore_errors=True)
+    doc["diagnostics"] = collect_diagnostics(doc["comparisons"], reference)
+    doc = _finish(doc, cfg)
+    # flips/ and plots/ belong to compare: they are replaced as a whole (stale files from an
+    # earlier comparison would be mistaken for current ones). One writer at a time.
+    lock(run)
     _write(run, comparisons, doc)
     return doc

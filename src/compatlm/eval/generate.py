@@ -203,4 +203,5 @@ def gen_prediction(
         "choice_lengths": None,
         "metric": metric,
         "slice": example.slice,
+        "group": example.group,
     }

@@ -10,7 +10,11 @@ metric holding the per-sample value (``"acc": 1.0``, ``"exact_match": 0.0``). We
 * the chosen metric's value -> ``score`` and ``correct = score >= 0.5`` (binary metrics are 0/1);
 * log-likelihood requests (``filtered_resps`` = ``[[loglik, is_greedy], ...]``) ->
   ``kind = multiple_choice`` with ``parsed`` = the decision argmax (length-normalised for
-  ``acc_norm``), its ``margin`` and the target choice's softmax probability;
+  ``acc_norm``), its ``margin`` and the target choice's softmax probability. Real 0.4.13 files
+  hold these pairs as *strings* (``[["-136.08", "False"], ...]``, lm-eval's ``sanitize_list``)
+  and the target as a string (``"0"``); both spellings are read, numbers strictly (a finite
+  decimal, nothing else) and booleans as ``True``/``False``. A digit-string target of a
+  multiple-choice line is a choice index, as in lm-eval's own ``doc_to_target``;
 * anything else -> ``kind = generation`` with ``output`` = the raw response and ``parsed`` = the
   filtered answer.
 
@@ -91,18 +95,58 @@ def _continuations(arguments: Any) -> list[str] | None:
     return conts if all(isinstance(c, str) for c in conts) else None
 
 
-def _is_loglikelihood(resps: Any) -> bool:
-    return (
-        isinstance(resps, list)
-        and len(resps) > 0
-        and all(
-            isinstance(r, list)
-            and len(r) == 2
-            and is_finite_number(r[0])
-            and isinstance(r[1], bool)
-            for r in resps
-        )
-    )
+# A decimal number as Python's repr/str writes floats (lm-eval stringifies them): no "nan",
+# "inf", hex, underscores or surrounding spaces, which float() would otherwise accept.
+_DECIMAL = re.compile(r"[+-]?(?:[0-9]+\.?[0-9]*|\.[0-9]+)(?:[eE][+-]?[0-9]+)?")  # ASCII only
+_BOOL_TEXT = {"True": True, "False": False}
+
+
+def _as_bool(value: Any) -> bool | None:
+    """``True``/``False`` as a JSON boolean or as the string lm-eval writes; else None."""
+    if isinstance(value, bool):
+        return value
+    return _BOOL_TEXT.get(value) if isinstance(value, str) else None
+
+
+def _as_float(value: Any) -> float | None:
+    """A finite number, given as a JSON number or a strict decimal string; else None."""
+    if is_finite_number(value):
+        return float(value)
+    if isinstance(value, str) and _DECIMAL.fullmatch(value):
+        number = float(value)
+        return number if math.isfinite(number) else None
+    return None
+
+
+def _choice_index(target: Any) -> Any:
+    """lm-eval logs a multiple-choice gold index as a string (``"0"``): make it the index."""
+    if isinstance(target, str) and re.fullmatch(r"[0-9]{1,9}", target):
+        return int(target)
+    return target
+
+
+def _loglikelihoods(resps: Any, path: Path, lineno: int) -> list[float] | None:
+    """Per-choice log-likelihoods if ``resps`` holds log-likelihood answers, else None.
+
+    The shape decides (every entry a ``[loglik, is_greedy]`` pair with a boolean second item):
+    a pair whose log-likelihood is not a finite number is then an error, not a generation.
+    """
+    if not (isinstance(resps, list) and resps):
+        return None
+    if not all(isinstance(r, list) and len(r) == 2 and _as_bool(r[1]) is not None for r in resps):
+        return None
+    lls = []
+    for k, (ll, _) in enumerate(resps):
+        number = _as_float(ll)
+        if number is None:
+            raise input_error(
+                f"expected a finite log-likelihood in choice {k}, found {describe(ll)}",
+                path,
+                lineno,
+                "filtered_resps",
+            )
+        lls.append(number)
+    return lls  # [n_choices]
 
 
 def _first_text(value: Any) -> str | None:
@@ -113,8 +157,7 @@ def _first_text(value: Any) -> str | None:
     return value if isinstance(value, str) else json.dumps(value)
 
 
-def _mc_fields(obj: dict[str, Any], metric: str, target: Any) -> dict[str, Any]:
-    lls = [float(r[0]) for r in obj["filtered_resps"]]  # [n_choices]
+def _mc_fields(obj: dict[str, Any], metric: str, target: Any, lls: list[float]) -> dict[str, Any]:
     conts = _continuations(obj.get("arguments"))
     lengths = [len(c) for c in conts] if conts and len(conts) == len(lls) else None
     # acc_norm decides on log-likelihood per character of the continuation (lm-eval's rule).
@@ -199,8 +242,10 @@ def load_lmeval_samples(
         if isinstance(target, bool) or not isinstance(target, (int, str, type(None))):
             # Lists of references and other shapes become their JSON text: still comparable.
             target = json.dumps(target, ensure_ascii=False)
-        if _is_loglikelihood(obj.get("filtered_resps")):
-            extra = _mc_fields(obj, chosen, target)
+        lls = _loglikelihoods(obj.get("filtered_resps"), path, lineno)
+        if lls is not None:
+            target = _choice_index(target)
+            extra = _mc_fields(obj, chosen, target, lls)
         else:
             extra = {
                 "kind": "generation",

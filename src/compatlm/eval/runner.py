@@ -34,11 +34,23 @@ from compatlm.prompts import (
 )
 from compatlm.tasks.base import MCExample
 
+SCORING_MODES = ("cached", "full")  # runtime.scoring; see compatlm.eval.kv_scoring
+
 
 @dataclass(frozen=True)
 class ChoiceScore:
     loglikelihood: float  # summed log-prob of the continuation tokens
     is_greedy: bool  # every continuation token is the model's argmax
+
+
+@dataclass
+class ScoringWork:
+    """What the model computed, summed over forwards (for benchmarks and logs)."""
+
+    forwards: int = 0
+    positions: int = 0  # token positions run, padding included (rows x width per forward)
+    real_positions: int = 0  # of which not padding
+    logit_positions: int = 0  # positions whose vocabulary logits were computed
 
 
 @dataclass(frozen=True)
@@ -52,8 +64,30 @@ class MCResult:
     prompt_hash: str
 
 
-def _device_of(model: Any) -> torch.device:
+def device_of(model: Any) -> torch.device:
     return next(model.parameters()).device
+
+
+def check_requests(requests: Sequence[ScoringRequest], max_length: int) -> None:
+    """Refuse requests that cannot be scored (an empty or over-long continuation)."""
+    for req in requests:
+        if len(req.continuation_ids) == 0:
+            raise CompatlmError("a choice tokenises to nothing after its context; cannot score it")
+        if len(req.continuation_ids) > max_length:
+            raise CompatlmError(
+                f"a choice is {len(req.continuation_ids)} tokens, longer than the model's"
+                f" maximum length {max_length}"
+            )
+
+
+def choice_score(logits: torch.Tensor, target: Sequence[int]) -> ChoiceScore:
+    """Score of one continuation from the logits [C, V] at the C positions predicting it."""
+    cont_logits = logits.float()  # [C, V]: fp32 so a bf16 model's scores are not summed in bf16
+    logp = torch.log_softmax(cont_logits, dim=-1)  # [C, V]
+    tgt = torch.tensor(target, device=logp.device)  # [C]
+    ll = logp.gather(1, tgt[:, None]).sum()
+    greedy = bool((cont_logits.argmax(dim=-1) == tgt).all())
+    return ChoiceScore(float(ll), greedy)
 
 
 @torch.inference_mode()
@@ -65,23 +99,18 @@ def score_requests(
     max_length: int,
     pad_token_id: int = 0,
     on_batch: Callable[[int], None] | None = None,
+    work: ScoringWork | None = None,
 ) -> list[ChoiceScore]:
-    """Continuation log-likelihood of every request, in the order given.
+    """Continuation log-likelihood of every request, in the order given, each (context,
+    continuation) pair computed in full (``runtime.scoring: full``, lm-eval's way).
 
     Requests whose model input is identical share one forward row: the same request twice,
     and — the common case of single-token answers (" A"/" B"/" C"/" D") — choices that differ
     only in their last token (input = context + continuation[:-1]); lm-eval's one-token
     continuation cache does the same. ``on_batch(n)`` is called after each forward with the
-    number of rows it ran.
+    number of rows it ran; ``work`` accumulates the positions computed.
     """
-    for req in requests:
-        if len(req.continuation_ids) == 0:
-            raise CompatlmError("a choice tokenises to nothing after its context; cannot score it")
-        if len(req.continuation_ids) > max_length:
-            raise CompatlmError(
-                f"a choice is {len(req.continuation_ids)} tokens, longer than the model's"
-                f" maximum length {max_length}"
-            )
+    check_requests(requests, max_length)
     prepared = [scoring_input(req, max_length) for req in requests]  # (input ids, n_cont)
     row_of: dict[tuple[int, ...], int] = {}
     for ids, _ in prepared:
@@ -92,7 +121,7 @@ def score_requests(
         users[row_of[tuple(ids)]].append(r)
     # Longest first; ties broken by the tokens themselves so the order is deterministic.
     order = sorted(range(len(inputs)), key=lambda i: (-len(inputs[i]), inputs[i]))
-    device = _device_of(model)
+    device = device_of(model)
     scores: list[ChoiceScore | None] = [None] * len(requests)
     for start in range(0, len(order), batch_size):
         idx = order[start : start + batch_size]
@@ -110,12 +139,13 @@ def score_requests(
             for r in users[i]:
                 n_cont = prepared[r][1]
                 # Positions length-n_cont .. length-1 predict the n_cont continuation tokens.
-                cont_logits = logits[row, length - n_cont : length].float()  # [C, V]
-                logp = torch.log_softmax(cont_logits, dim=-1)  # [C, V]
-                target = torch.tensor(requests[r].continuation_ids, device=logp.device)  # [C]
-                ll = logp.gather(1, target[:, None]).sum()
-                greedy = bool((cont_logits.argmax(dim=-1) == target).all())
-                scores[r] = ChoiceScore(float(ll), greedy)
+                target = requests[r].continuation_ids
+                scores[r] = choice_score(logits[row, length - n_cont : length], target)
+        if work is not None:
+            work.forwards += 1
+            work.positions += len(idx) * width
+            work.real_positions += sum(len(inputs[i]) for i in idx)
+            work.logit_positions += len(idx) * width
         if on_batch is not None:
             on_batch(len(idx))
     return scores  # type: ignore[return-value]
@@ -149,6 +179,24 @@ def softmax(values: Sequence[float]) -> list[float]:
     return [e / total for e in exps]
 
 
+def _decide(
+    ex: MCExample, reqs: Sequence[ScoringRequest], scores: Sequence[ChoiceScore], metric: str
+) -> MCResult:
+    lls = tuple(s.loglikelihood for s in scores)
+    lengths = tuple(len(c) for c in ex.choices)
+    decision = decision_scores(lls, lengths, metric)
+    tokens = [list(reqs[0].context_ids)] + [list(r.continuation_ids) for r in reqs]
+    return MCResult(
+        example=ex,
+        loglikelihoods=lls,
+        is_greedy=tuple(s.is_greedy for s in scores),
+        choice_lengths=lengths,
+        decision_scores=tuple(decision),
+        pred=argmax_first(decision),
+        prompt_hash=prompt_hash(tokens),
+    )
+
+
 def score_multiple_choice(
     model: Any,
     tokenizer: Any,
@@ -158,43 +206,71 @@ def score_multiple_choice(
     batch_size: int,
     max_length: int,
     delimiter: str = TARGET_DELIMITER,
+    scoring: str = "cached",
     on_batch: Callable[[int], None] | None = None,
+    on_results: Callable[[list[MCResult]], None] | None = None,
+    work: ScoringWork | None = None,
 ) -> list[MCResult]:
-    """Score every choice of every example and decide; one result per example, in order."""
+    """Score every choice of every example and decide; one result per example, in order.
+
+    ``scoring="cached"`` computes each context once and its choices on its KV cache, batched
+    over the whole of ``examples`` (:mod:`compatlm.eval.kv_scoring`); ``"full"`` computes every
+    (context, choice) pair in full. ``on_results`` receives finished results in completion
+    order, at least ``4 * batch_size`` at a time (the rest at the end), for writing as the
+    work proceeds; in full mode the examples are then scored in windows of that size.
+    """
+    if scoring not in SCORING_MODES:
+        raise CompatlmError(f"scoring {scoring!r}: expected one of {' | '.join(SCORING_MODES)}")
     per_example = [
         encode_choices(tokenizer, ex.context, ex.choices, delimiter=delimiter) for ex in examples
     ]
     flat = [req for reqs in per_example for req in reqs]
+    owner = [e for e, reqs in enumerate(per_example) for _ in reqs]  # request -> example
+    first = [0]  # example -> index of its first request in ``flat``
+    for reqs in per_example:
+        first.append(first[-1] + len(reqs))
     pad = tokenizer.pad_token_id if tokenizer.pad_token_id is not None else 0
-    flat_scores = score_requests(
-        model,
-        flat,
-        batch_size=batch_size,
-        max_length=max_length,
-        pad_token_id=pad,
-        on_batch=on_batch,
-    )
-    results = []
-    pos = 0
-    for ex, reqs in zip(examples, per_example, strict=True):
-        choice_scores = flat_scores[pos : pos + len(reqs)]
-        pos += len(reqs)
-        lls = tuple(s.loglikelihood for s in choice_scores)
-        lengths = tuple(len(c) for c in ex.choices)
-        decision = decision_scores(lls, lengths, metric)
-        tokens = [list(reqs[0].context_ids)] + [list(r.continuation_ids) for r in reqs]
-        results.append(
-            MCResult(
-                example=ex,
-                loglikelihoods=lls,
-                is_greedy=tuple(s.is_greedy for s in choice_scores),
-                choice_lengths=lengths,
-                decision_scores=tuple(decision),
-                pred=argmax_first(decision),
-                prompt_hash=prompt_hash(tokens),
+    flat_scores: list[ChoiceScore | None] = [None] * len(flat)
+    results: list[MCResult | None] = [None] * len(examples)
+    flush_every = 4 * batch_size  # as many examples as the pipeline wrote per chunk before
+    pending: list[MCResult] = []
+    remaining = [len(reqs) for reqs in per_example]
+
+    def done(scored: Sequence[tuple[int, ChoiceScore]]) -> None:
+        for r, score in scored:
+            flat_scores[r] = score
+            e = owner[r]
+            remaining[e] -= 1
+            if remaining[e] == 0:
+                own = flat_scores[first[e] : first[e + 1]]
+                results[e] = _decide(examples[e], per_example[e], own, metric)  # type: ignore[arg-type]
+                pending.append(results[e])  # type: ignore[arg-type]
+        if on_results is not None and len(pending) >= flush_every:
+            on_results(pending[:])
+            pending.clear()
+
+    kwargs: dict[str, Any] = {
+        "batch_size": batch_size,
+        "max_length": max_length,
+        "pad_token_id": pad,
+        "on_batch": on_batch,
+        "work": work,
+    }
+    if scoring == "full":
+        window = flush_every if on_results is not None else max(len(examples), 1)
+        for start in range(0, len(examples), window):
+            lo, hi = first[start], first[min(start + window, len(examples))]
+            done(
+                list(zip(range(lo, hi), score_requests(model, flat[lo:hi], **kwargs), strict=True))
             )
-        )
-    return results
+    else:
+        # Imported here: kv_scoring builds on this module's ChoiceScore and score_requests.
+        from compatlm.eval.kv_scoring import score_requests_cached
+
+        score_requests_cached(model, flat, on_done=done, **kwargs)
+    if on_results is not None and pending:
+        on_results(pending[:])
+    return results  # type: ignore[return-value]
 
 
 def mc_prediction(
@@ -224,4 +300,5 @@ def mc_prediction(
         "choice_lengths": list(result.choice_lengths),
         "metric": metric,
         "slice": ex.slice,
+        "group": ex.group,
     }
