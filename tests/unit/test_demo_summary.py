@@ -71,3 +71,67 @@ def test_summary_html_escapes_role_names(tmp_path):
     write_summary(tmp_path, {0: run}, ["t"])
     page = (tmp_path / "report.html").read_text()
     assert "<b>x" not in page and "&lt;b&gt;x" in page
+
+
+def _sim_comp(ref: str, other: str, *, s_old, s_new, snfr, spfr, m_g, m_r) -> dict:
+    sim = {
+        "similarity_negative_flip_rate": {"value": snfr},
+        "similarity_positive_flip_rate": {"value": spfr},
+        "mean_gain": {"value": m_g},
+        "mean_regression": {"value": m_r},
+        "mean_score_old": {"value": s_old},
+        "mean_score_new": {"value": s_new},
+    }
+    comp = _comp(ref, other, acc_old=1.0, acc=1.0, nfr=0.0, pfr=0.0)
+    comp |= {
+        "task": "sum",
+        "kind": "generation",
+        "similarity": {"tolerance": 0.0, "metrics": sim},
+        "scoring": {"reference": {"metric": "rouge1"}, "other": {"metric": "rouge1"}},
+    }
+    return comp
+
+
+def test_similarity_task_gets_s_and_snfr_columns_header_and_diagnostics(tmp_path):
+    run = _seed(tmp_path, 0, 0.10, 0.05, 10.0)
+    doc = json.loads((run / "metrics.json").read_text())
+    doc["comparisons"] += [
+        _sim_comp("old", "new", s_old=0.4, s_new=0.45, snfr=0.2, spfr=0.5, m_g=0.1, m_r=0.05),
+        _sim_comp("old", "cand", s_old=0.4, s_new=0.44, snfr=0.15, spfr=0.45, m_g=0.1, m_r=0.04),
+    ]
+    share = {"value": 0.031, "numerator": 31, "denominator": 1000}
+    doc["diagnostics"] = {
+        "sum": {"cand": {"objective": "muscle", "old_share": share, "verdict": "only 3.1%"}}
+    }
+    doc["git_hash"] = "feedfacefeedfacefeedface"
+    (run / "metrics.json").write_text(json.dumps(doc))
+    env = {
+        "created": "2025-06-02T08:00:00+00:00",
+        "tasks": [{"name": "sum", "pass_threshold": 0.5}],
+    }
+    (run / "env.json").write_text(json.dumps(env))
+    write_summary(tmp_path, {0: run}, ["t", "sum"])
+    summary = json.loads((tmp_path / "summary.json").read_text())
+    cand = summary["tasks"]["sum"]["cand"]
+    assert cand["similarity"] is True and cand["primary_nfr"]["mean"] == pytest.approx(0.15)
+    assert cand["delta_nfr_percent"] == pytest.approx(-25.0)  # sNFR 0.15 vs new's 0.20
+    assert cand["old_share"]["mean"] == pytest.approx(0.031)
+    md = (tmp_path / "report.md").read_text()
+    cls = md.split("## Classification tasks")[1].split("##")[0]
+    assert "| t | cand |" in cls and "| sum |" not in cls  # no accuracy or p row for sum
+    sim = md.split("## Similarity tasks")[1].split("##")[0]
+    assert "| sum | cand | 0.400 | 0.440 | 15.00 | -5.00 | -25.0 | 45.00 | 0.100 | 0.040 |" in sim
+    assert "sum: correct = rouge1 ≥ 0.5 (pass_threshold); old passes 100.00% and new 100.00%" in md
+    assert "accuracy, quadrants and p are not shown for this task" in md
+    assert "➖ **No gate: the demo checks no --fail-if condition**" in md
+    assert (
+        "- sum: new lowers the rouge1 score of 20.00% of all instances by more than τ=0"
+        " compared with old (sNFR; 1 seed); candidate cand cuts that to 15.00% (-25.0% vs new;"
+        " 1 seed)." in md
+    )
+    assert "- **Code**: compatlm, git feedfacefeed" in md
+    assert "- **Date**: 2025-06-02 08:00 UTC" in md
+    assert "| sum | cand | muscle | 3.10% | only 3.1% |" in md
+    assert (tmp_path / "plots" / "nfr_vs_accuracy.png").stat().st_size > 1000
+    page = (tmp_path / "report.html").read_text()
+    assert page.count('src="data:image/png;base64,') == 1 and "<script" not in page

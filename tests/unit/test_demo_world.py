@@ -1,4 +1,5 @@
-"""The demo world, corpus and tasks: determinism, schema, split hygiene, no leakage."""
+"""The demo generators — legacy world/corpus/tasks and the default skills family: determinism,
+schema, split hygiene (by fact, by group), right labels, no leakage."""
 
 from __future__ import annotations
 
@@ -9,6 +10,8 @@ from collections import Counter
 import pytest
 
 from compatlm.demo.corpus import CorpusView, make_corpus
+from compatlm.demo.skill_corpus import DOC_KINDS, SkillView, make_skill_corpus
+from compatlm.demo.skill_tasks import SLICES, group_split, make_skill_tasks
 from compatlm.demo.tasks import (
     SPLITS,
     TASKS,
@@ -240,3 +243,162 @@ def test_corpus_units_finds_dialogues_and_questions():
 def test_piqa_purpose_goals_cover_every_tool():
     assert sum(len(g) for g in TOOLS.values()) == 36
     assert len({g for goals in TOOLS.values() for g in goals}) == 36
+
+
+# --------------------------------------------------------------------------- the skills family
+# (the default family: tasks made of skills, split by group; the tests above cover legacy)
+
+
+SKILL_SIZES = {"train": 80, "validation": 40, "test": 40}
+
+
+def _skill_view(seed: int, n_docs: int = 1200) -> SkillView:
+    return SkillView(seed=seed, n_docs=n_docs, weights=dict.fromkeys(DOC_KINDS, 1.0))
+
+
+@pytest.fixture(scope="module")
+def skill_corpus():
+    return make_skill_corpus(_skill_view(1)) + make_skill_corpus(_skill_view(2))
+
+
+@pytest.fixture(scope="module")
+def skill_tasks(skill_corpus):
+    return make_skill_tasks({t: SKILL_SIZES for t in TASKS}, seed=3, corpus_docs=skill_corpus)
+
+
+def test_skill_corpus_is_deterministic_by_seed_and_follows_the_weights():
+    state = random.getstate()
+    a, b = make_skill_corpus(_skill_view(1, 300)), make_skill_corpus(_skill_view(1, 300))
+    assert random.getstate() == state  # never touches the global RNG
+    assert a == b and len(a) == 300
+    assert a != make_skill_corpus(_skill_view(2, 300))
+    only_math = SkillView(seed=1, n_docs=200, weights={"mul": 1.0})
+    docs = make_skill_corpus(only_math)
+    assert all(re.search(r"\d+ \* \d+ = \d+", d) for d in docs)
+    with pytest.raises(ValueError, match="unknown document kind 'dance'"):
+        SkillView(seed=1, n_docs=5, weights={"dance": 1.0})
+
+
+def test_skill_tasks_are_deterministic_by_seed(skill_corpus, skill_tasks):
+    sizes = {t: SKILL_SIZES for t in TASKS}
+    assert make_skill_tasks(sizes, seed=3, corpus_docs=skill_corpus) == skill_tasks
+    assert make_skill_tasks(sizes, seed=4, corpus_docs=skill_corpus) != skill_tasks
+
+
+def test_skill_splits_are_disjoint_by_group(skill_tasks):
+    for task, splits in skill_tasks.items():
+        owner: dict[str, str] = {}
+        for split in SPLITS:
+            groups = Counter(row["group"] for row in splits[split])
+            # validation and test: one row per group, so rows are independent units
+            assert max(groups.values()) <= (2 if split == "train" else 1), (task, split)
+            for g in groups:
+                assert owner.setdefault(g, split) == split, f"{task}: group {g} in two splits"
+                assert g.split("-")[0] in SLICES[task]
+        assert {r["slice"] for s in SPLITS for r in splits[s]} == set(SLICES[task])
+
+
+def test_group_split_is_a_pure_function_of_seed_task_and_key():
+    a = [group_split(3, "demo_piqa", f"k{i}") for i in range(2000)]
+    assert a == [group_split(3, "demo_piqa", f"k{i}") for i in range(2000)]
+    assert a != [group_split(4, "demo_piqa", f"k{i}") for i in range(2000)]
+    shares = Counter(a)
+    assert 0.45 < shares["train"] / 2000 < 0.55 and 0.2 < shares["test"] / 2000 < 0.3
+
+
+def test_skill_rows_load_with_the_local_task_loader(skill_tasks, tmp_path):
+    from compatlm.io import atomic_write_jsonl
+    from compatlm.tasks.local import load_local_jsonl
+
+    for task, splits in skill_tasks.items():
+        path = atomic_write_jsonl(tmp_path / f"{task}.jsonl", splits["test"])
+        kind, examples = load_local_jsonl(path)
+        assert kind == TASKS[task] and len(examples) == SKILL_SIZES["test"]
+        assert [e.group for e in examples] == [r["group"] for r in splits["test"]]
+        assert all(e.slice in SLICES[task] for e in examples)
+
+
+def _simulate_stash(text: str) -> dict[str, str]:
+    """An independent reading of a stash story: where each thing ends up."""
+    where: dict[str, str] = {}
+    for item, box in re.findall(r"put the (\w+) in the (\w+ \w+)", text):
+        where.setdefault(item, box)
+    for pattern in (r"In the (\w+ \w+), \w+ put the (\w+)", r"Into the (\w+ \w+) went the (\w+)"):
+        for box, item in re.findall(pattern, text):
+            where.setdefault(item, box)
+    for box, item in re.findall(r"The (\w+ \w+) got the (\w+)", text):
+        where.setdefault(item, box)
+    for item, box in re.findall(r"moved the (\w+) to the (\w+ \w+)", text):
+        where[item] = box
+    for item, box in re.findall(
+        r"took the (\w+) out of the \w+ \w+ and put it in the (\w+ \w+)", text
+    ):
+        where[item] = box
+    for item, box in re.findall(r"the (\w+) went from the \w+ \w+ into the (\w+ \w+)", text):
+        where[item] = box
+    return where
+
+
+def test_skill_task_labels_are_right(skill_tasks):
+    checked = Counter()
+    for split in SPLITS:
+        for row in skill_tasks["demo_hellaswag"][split] + skill_tasks["demo_piqa"][split]:
+            right = row["choices"][row["label"]]
+            if row["slice"] in ("stash", "moves", "where"):
+                item = re.search(r"(?:needed|Find) the (\w+)", row["context"]).group(1)
+                assert right.rstrip(".").endswith(_simulate_stash(row["context"])[item])
+            elif row["slice"] in ("plans", "plan"):
+                # the last place chosen, whatever was considered or dropped on the way
+                final = re.findall(r"(?:chose|picked|agreed on) the (\w+)", row["context"])[-1]
+                assert right.rstrip(".").endswith(f" the {final}")
+            else:
+                continue
+            checked[row["slice"]] += 1
+        for row in skill_tasks["demo_gsm8k"][split]:
+            steps = re.findall(r"(\d+) ([-+*]) (\d+) = (\d+)", row["reference"])
+            assert steps and all(eval(f"{x} {op} {y}") == int(z) for x, op, y, z in steps)
+            assert row["reference"].endswith(f"\n#### {steps[-1][3]}")
+            checked["gsm8k"] += 1
+    assert set(checked) == {"moves", "where", "stash", "plans", "plan", "gsm8k"}
+
+
+def test_skill_mc_distractors_come_from_the_text_and_labels_are_balanced(skill_tasks):
+    for task, n in (("demo_hellaswag", 4), ("demo_piqa", 2)):
+        rows = [r for s in SPLITS for r in skill_tasks[task][s]]
+        assert all(len(r["choices"]) == len(set(r["choices"])) == n for r in rows)
+        assert all(c.startswith(" ") and not c.startswith("  ") for r in rows for c in r["choices"])
+        labels = Counter(r["label"] for r in rows)
+        assert len(labels) == n and max(labels.values()) / len(rows) < 0.7
+    for row in skill_tasks["demo_hellaswag"]["test"]:
+        # every wrong ending names a container or place the story mentions (stash: 4 of 4)
+        named = [c.rstrip(".").split(" the ")[-1] in row["context"] for c in row["choices"]]
+        assert sum(named) >= (4 if row["slice"] == "stash" else 2)
+
+
+def test_skill_task_instances_never_appear_verbatim_in_the_corpus(skill_tasks, skill_corpus):
+    text = "\n\n".join(skill_corpus)
+    dialogues, questions = corpus_units(skill_corpus)
+    for splits in skill_tasks.values():
+        for split in SPLITS:
+            for row in splits[split]:
+                if "choices" in row:
+                    assert row["context"] + row["choices"][row["label"]] not in text
+                else:
+                    body = row["prompt"].removeprefix("Dialogue:\n").removesuffix("\nSummary:")
+                    question = body.removeprefix("Question: ").removesuffix("\nAnswer:")
+                    assert body not in dialogues and question not in questions
+
+
+def test_default_family_has_400_independent_groups_in_validation_and_test():
+    from compatlm.demo.family import FamilyRecipe, corpora
+
+    recipe = FamilyRecipe.default()
+    docs = corpora(recipe)
+    sizes = {t: recipe.task_sizes.model_dump() for t in TASKS}
+    tasks = make_skill_tasks(sizes, seed=recipe.task_seed, corpus_docs=docs["old"] + docs["new"])
+    for task, splits in tasks.items():
+        for split in ("validation", "test"):
+            assert len({r["group"] for r in splits[split]}) >= 400, (task, split)
+        slices = Counter(r["slice"] for r in splits["test"])
+        # every skill is measured on a real share of the test split, not a handful of rows
+        assert min(slices.values()) >= 0.5 * len(splits["test"]) / len(SLICES[task]), task

@@ -1,10 +1,13 @@
 """compatlm's embedded demo: a tiny model family and four tasks, built offline from a seed.
 
-Nothing here is downloaded. A procedurally generated world (:mod:`~compatlm.demo.world`) yields
-a pre-training corpus of stories, dialogues and word problems (:mod:`~compatlm.demo.corpus`), one
-byte-level BPE tokenizer, two Llama-architecture bases — *old* and a realistic update *new*
-(:mod:`~compatlm.demo.pretrain`) — and four tasks mirroring MUSCLE's evaluation (arXiv
-2407.09435): HellaSwag, PIQA, GSM8K and SAMSum stand-ins (:mod:`~compatlm.demo.tasks`).
+Nothing here is downloaded. Procedurally generated skill situations (:mod:`~compatlm.demo.skills`)
+yield two pre-training corpora of stories, chats and word problems that favour different skills
+(:mod:`~compatlm.demo.skill_corpus`), one byte-level BPE tokenizer, two Llama-architecture bases
+— *old* and a realistic update *new* (:mod:`~compatlm.demo.pretrain`) — and four tasks mirroring
+MUSCLE's evaluation (arXiv 2407.09435): HellaSwag, PIQA, GSM8K and SAMSum stand-ins, split by
+group (:mod:`~compatlm.demo.skill_tasks`). The earlier family, built from a world of people and
+their facts (:mod:`~compatlm.demo.world`, :mod:`~compatlm.demo.corpus`,
+:mod:`~compatlm.demo.tasks`), stays available as ``FamilyRecipe.legacy()``.
 
 Typical use::
 

@@ -1,5 +1,8 @@
 """The demo's alternatives to MUSCLE: what each candidate is and how it is built or trained.
 
+- ``continue_ce`` (default) and ``kd_new`` (opt-in): the same-budget controls of
+  :mod:`compatlm.methods.controls`, trained from the demo's MUSCLE config with one setting
+  changed (cross entropy only; teacher_new as the only teacher);
 - ``pct``: PCT focal distillation (Yan et al., CVPR 2021), trained like a compatibility adapter;
 - ``rerank``: BCR (Cai et al., 2022) on the generation tasks — the new task model samples, the
   old one picks; predictions rather than a model, added to a seed's eval run as role ``rerank``;
@@ -17,31 +20,47 @@ from typing import TYPE_CHECKING, Any
 from compatlm.config import RuntimeConfig, StrictModel, TaskConfig
 from compatlm.errors import CompatlmError
 from compatlm.io import atomic_write_json, prepare_out_dir
+from compatlm.paths import RunLayout
 
 if TYPE_CHECKING:
     from compatlm.demo.pipeline import DemoConfig
 
-ALTERNATIVES = ("port", "interpolate", "merge", "pct", "rerank")
+ALTERNATIVES = ("continue_ce", "kd_new", "port", "interpolate", "merge", "pct", "rerank")
+# Same-budget controls of the MUSCLE adapter (registry methods of the same names).
+CONTROLS = ("continue_ce", "kd_new")
+# kd_new is opt-in: one more training run per task, and continue_ce is the control that matters
+# most (it cut NFR more than any MUSCLE setting on the demo family).
+DEFAULT_ALTERNATIVES = tuple(a for a in ALTERNATIVES if a != "kd_new")
 # Alternatives that combine the old adapter's weights with the new base: identical shapes only.
 WEIGHT_SPACE = ("port", "interpolate", "merge")
 # The pipeline's resumable step runner: (step dir, description, work) -> the work's result.
 StepFn = Callable[[Path, str, Callable[[], Any]], Any]
 
 
+def train_control(name: str, muscle_cfg: Any, out: Path) -> str:
+    """The ``name`` control of the demo's MUSCLE config, as a candidate ModelSpec (resumable)."""
+    from compatlm.methods.controls import build_control
+
+    return build_control(name, muscle_cfg, out, resume=True)
+
+
 def train_pct(cfg: DemoConfig, task: TaskConfig, old: str, new: str, seed: int, out: Path) -> str:
     """PCT (Yan et al., CVPR 2021) in its LLM form: cross entropy plus focal distillation from
     the old model (weight α + β·1[old correct]), starting from the new task adapter; returns
     the adapter directory."""
-    from compatlm.train.compat import train_compat
+    from compatlm.demo.steps import compat_mask_prompt
     from compatlm.train.config import FocalSettings, OptimSettings, TrainCompatConfig
+    from compatlm.train.recipes.compat import train_compat
 
     t = cfg.training
     ccfg = TrainCompatConfig(
         old=old,
         new=new,
         task=task,
+        mask_prompt=compat_mask_prompt(cfg),
         mask="old_only",
         temperature=cfg.temperature,
+        t_squared=cfg.t_squared,
         kd_weight=0.5,
         focal=FocalSettings(alpha=1.0, beta=5.0),
         teacher_old=cfg.teacher_old,  # type: ignore[arg-type]
@@ -80,7 +99,8 @@ def build_alternative(name: str, old: str, new: str, out: Path, runtime: Runtime
         method = "task_arithmetic"
     else:
         raise CompatlmError(f"demo: unknown alternative {name!r}; valid: {', '.join(WEIGHT_SPACE)}")
-    return get_method(method).build(mcfg, prepare_out_dir(out, overwrite=True), runtime=runtime)
+    out = prepare_out_dir(out, kind="candidate", overwrite=True, resumable=False)
+    return get_method(method).build(mcfg, out, runtime=runtime)
 
 
 def add_rerank(
@@ -97,7 +117,7 @@ def add_rerank(
 
     added = False
     for t in task_cfgs:
-        target = seed_dir / "eval" / "predictions" / t.name / "rerank.jsonl"
+        target = RunLayout(seed_dir / "eval").predictions(t.name, "rerank")
         if t.kind != "generation" or target.is_file():
             continue
         step = seed_dir / "adapters" / t.name / "rerank"

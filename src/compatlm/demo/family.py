@@ -1,14 +1,17 @@
 """The demo model family: recipe, offline build and cached loading.
 
-Owns :class:`FamilyRecipe` (everything that determines the family: world, two corpora, two
-base-model shapes, optimisation, task sizes) and :func:`build_or_load_family`, which returns a
+Owns :class:`FamilyRecipe` (everything that determines the family: two corpora, two base-model
+shapes, optimisation, task sizes) and :func:`build_or_load_family`, which returns a
 :class:`Family` of paths — shared tokenizer, ``old`` and ``new`` base directories and the four
 task directories — building it once per recipe into the cache (:mod:`compatlm.demo.cache`).
 
 The *new* base is a realistic update of the *old* one, as in MUSCLE (arXiv 2407.09435, which
-studies Llama 1 → 2 and Phi 1.5 → 2): more parameters, more pre-training data, a different data
-mix and a differently long-tailed emphasis over the world's facts. It is better on average, but
-does not know every fact the old one knew, which is where negative flips come from.
+studies Llama 1 → 2 and Phi 1.5 → 2): more parameters, more pre-training data and a different
+data mix. In the default family the mix is over *skills* (:mod:`compatlm.demo.skill_corpus`):
+the new base is better on average but weaker at some skills the old corpus favoured, and every
+task mixes skills of both kinds, so negative flips are skill regressions the tasks' training
+splits can teach back. The legacy family (``legacy``, and ``continued`` built on it) varies the
+emphasis over a world's per-person facts instead; its knowledge tasks are split by fact.
 """
 
 from __future__ import annotations
@@ -26,6 +29,8 @@ from pydantic import BaseModel, ConfigDict, model_validator
 from compatlm.demo import cache
 from compatlm.demo.corpus import CorpusView, make_corpus
 from compatlm.demo.pretrain import ModelShape, PretrainSettings
+from compatlm.demo.skill_corpus import SkillView, make_skill_corpus
+from compatlm.demo.skill_tasks import make_skill_tasks
 from compatlm.demo.tasks import SPLITS, TASKS, TaskKind, make_tasks
 from compatlm.demo.world import make_world
 from compatlm.errors import CompatlmError
@@ -35,8 +40,11 @@ log = logging.getLogger(__name__)
 
 # Bump when generators or training code change what a recipe produces: old caches then miss.
 FORMAT_VERSION = 1
+# Bump when the skill generators (skills, skill_corpus, skill_tasks) change; hashed only into
+# skill recipes, so legacy cache keys stay valid.
+SKILLS_FORMAT = 4
 ROLES = ("old", "new")
-FAMILIES = ("default", "continued")
+FAMILIES = ("default", "continued", "legacy")
 
 # Task-adapter settings measured on the default family: LoRA on every linear layer of the
 # attention and MLP blocks (lm_head left alone), 1000 training rows, ~10-20 s per adapter on one
@@ -60,7 +68,7 @@ class _Frozen(BaseModel):
 class BaseRecipe(_Frozen):
     """One base model: the corpus view it reads, its shape and its optimisation."""
 
-    corpus: CorpusView
+    corpus: SkillView | CorpusView  # skills (default family) or world facts (legacy)
     shape: ModelShape
     train: PretrainSettings
     # "old": continue pre-training from the old base's weights (same shape) instead of a fresh
@@ -100,16 +108,51 @@ class FamilyRecipe(_Frozen):
             )
         return self
 
+    @property
+    def skills(self) -> bool:
+        """True for skill families (the default), False for the legacy world-facts family."""
+        return isinstance(self.old.corpus, SkillView)
+
     def key(self) -> str:
         """Stable hash of the recipe and the generator version (16 hex chars)."""
         recipe = self.model_dump(mode="json", exclude_none=True)
-        blob = json.dumps({"format": FORMAT_VERSION, "recipe": recipe}, sort_keys=True)
+        version: dict[str, Any] = {"format": FORMAT_VERSION}
+        if self.skills:
+            version["skills_format"] = SKILLS_FORMAT
+        blob = json.dumps({**version, "recipe": recipe}, sort_keys=True)
         return hashlib.sha256(blob.encode()).hexdigest()[:16]
+
+    @model_validator(mode="after")
+    def _same_generator(self) -> FamilyRecipe:
+        if isinstance(self.old.corpus, SkillView) != isinstance(self.new.corpus, SkillView):
+            raise ValueError("old and new corpora must both be skill views or both world views")
+        return self
 
     @classmethod
     def default(cls) -> FamilyRecipe:
-        """The `compatlm demo` family: ~0.4M-param old on ~1.0M tokens, ~0.7M-param new on
-        ~1.5M tokens (same document mix, differently emphasised facts); ~2.5 min on 2 cores."""
+        """The `compatlm demo` family: skills (:mod:`compatlm.demo.skills`), ~0.4M-param old on
+        22k documents (~1.1M tokens), ~0.7M-param new on 33k documents (~1.6M tokens) of a mix
+        that favours other skills."""
+        old_w, new_w = _skill_weights()
+        return cls(
+            task_sizes=SplitSizes(train=1000, validation=450, test=450),
+            old=BaseRecipe(
+                corpus=SkillView(seed=1, n_docs=22_000, weights=old_w),
+                shape=ModelShape(hidden_size=96, num_layers=2, num_heads=2, intermediate_size=256),
+                train=PretrainSettings(seed=11),
+            ),
+            new=BaseRecipe(
+                corpus=SkillView(seed=2, n_docs=33_000, weights=new_w),
+                shape=ModelShape(hidden_size=128, num_layers=2, num_heads=2, intermediate_size=352),
+                train=PretrainSettings(seed=12),
+            ),
+        )
+
+    @classmethod
+    def legacy(cls) -> FamilyRecipe:
+        """The family before skills (``--family legacy``): a world of 40 people whose facts the
+        knowledge tasks ask about, split by fact; ~0.4M-param old on ~1.0M tokens, ~0.7M-param
+        new on ~1.5M tokens (same document mix, differently emphasised facts)."""
         # Mix order: facts, tools, dialogue, math, boxes, copy (see corpus.DOC_KINDS).
         view = {
             "mix": (0.3, 0.05, 0.3, 0.2, 0.1, 0.05),
@@ -133,10 +176,10 @@ class FamilyRecipe(_Frozen):
 
     @classmethod
     def continued(cls) -> FamilyRecipe:
-        """Same old base; the new one *continues* its pre-training on the new, larger view
-        (same shape). The update PortLLM and weight interpolation assume: the old adapter's
-        weight deltas still mean something on the new base. ~4 min on 2 cores (sequential)."""
-        d = cls.default()
+        """The legacy family's old base; the new one *continues* its pre-training on the new,
+        larger view (same shape). The update PortLLM and weight interpolation assume: the old
+        adapter's weight deltas still mean something on the new base. ~4 min on 2 cores."""
+        d = cls.legacy()
         new = d.new.model_copy(
             update={
                 "shape": d.old.shape,
@@ -148,10 +191,10 @@ class FamilyRecipe(_Frozen):
 
     @classmethod
     def named(cls, name: str, *, quick: bool = False) -> FamilyRecipe:
-        """``default`` or ``continued``, full size or (``quick``) miniature."""
+        """``default``, ``continued`` or ``legacy``, full size or (``quick``) miniature."""
         if name not in FAMILIES:
             raise CompatlmError(f"unknown demo family {name!r}; valid: {', '.join(FAMILIES)}")
-        recipe = cls.continued() if name == "continued" else cls.default()
+        recipe = {"default": cls.default, "continued": cls.continued, "legacy": cls.legacy}[name]()
         return recipe.shrunk() if quick else recipe
 
     @classmethod
@@ -172,6 +215,21 @@ class FamilyRecipe(_Frozen):
                 ),
             }
         )
+
+
+def _skill_weights() -> tuple[dict[str, float], dict[str, float]]:
+    """Document-kind weights of the old and new skill views (see skill_corpus.DOC_KINDS).
+
+    Every skill is in both views. The old view favours changed plans, binding (stash),
+    multiplication and two of the chat kinds; the new one favours moved things, addition,
+    subtraction, two-step problems and the meeting chats, and is larger overall.
+    """
+    shared = {"sick": 1.0, "news": 1.0, "copy": 0.5}
+    old_favours = ("plans", "stash", "mul", "bring", "swap")
+    new_favours = ("moves", "add", "sub", "two_step", "meet")
+    old = {**shared, **dict.fromkeys(old_favours, 3.0), **dict.fromkeys(new_favours, 1.0)}
+    new = {**shared, **dict.fromkeys(old_favours, 1.0), **dict.fromkeys(new_favours, 3.0)}
+    return old, new
 
 
 def _shrink(base: BaseRecipe, *, n_docs: int, hidden: int, inter: int) -> BaseRecipe:
@@ -275,11 +333,14 @@ def _load(entry: Path, recipe: FamilyRecipe) -> Family:
 
 def write_tasks(recipe: FamilyRecipe, out: Path, corpus_docs: list[str]) -> dict[str, dict]:
     """Generate the four tasks and write ``out/tasks/<task>/<split>.jsonl``; returns counts."""
-    world = make_world(recipe.world_seed, recipe.n_people, recipe.n_towns)
     sizes = {t: recipe.task_sizes.model_dump() for t in TASKS}
-    tasks = make_tasks(
-        world, sizes, seed=recipe.task_seed, corpus_docs=corpus_docs, max_n=recipe.max_n
-    )
+    if recipe.skills:
+        tasks = make_skill_tasks(sizes, seed=recipe.task_seed, corpus_docs=corpus_docs)
+    else:
+        world = make_world(recipe.world_seed, recipe.n_people, recipe.n_towns)
+        tasks = make_tasks(
+            world, sizes, seed=recipe.task_seed, corpus_docs=corpus_docs, max_n=recipe.max_n
+        )
     counts: dict[str, dict] = {}
     for task, splits in tasks.items():
         for split, rows in splits.items():
@@ -290,8 +351,15 @@ def write_tasks(recipe: FamilyRecipe, out: Path, corpus_docs: list[str]) -> dict
 
 def corpora(recipe: FamilyRecipe) -> dict[str, list[str]]:
     """The old and new pre-training corpora (regenerated: pure functions of the recipe)."""
-    world = make_world(recipe.world_seed, recipe.n_people, recipe.n_towns)
-    return {role: make_corpus(world, getattr(recipe, role).corpus) for role in ROLES}
+    out: dict[str, list[str]] = {}
+    for role in ROLES:
+        view = getattr(recipe, role).corpus
+        if isinstance(view, SkillView):
+            out[role] = make_skill_corpus(view, recipe.world_seed)
+        else:
+            world = make_world(recipe.world_seed, recipe.n_people, recipe.n_towns)
+            out[role] = make_corpus(world, view)
+    return out
 
 
 def write_info(out: Path, recipe: FamilyRecipe, info: dict[str, Any]) -> None:

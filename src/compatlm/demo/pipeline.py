@@ -1,18 +1,26 @@
 """``compatlm demo``: the whole story on the embedded tiny family, in one resumable command.
 
 Per seed and task: train a task adapter on the old base and on the new base (the "vanilla
-update"), train the MUSCLE compatibility adapter (Echterhoff et al., arXiv 2407.09435) on the new
-base and the alternatives of :mod:`compatlm.demo.alternatives`, then evaluate every role on the
-task's test split in one run directory per seed (re-ranking joins it afterwards, on the
-generation tasks). :mod:`compatlm.demo.summary` aggregates the seeds into the paper's Tables 4–6
-shape.
+update"); train one MUSCLE compatibility adapter (Echterhoff et al., arXiv 2407.09435) per point
+of the knob grid ``select.grid`` and the same-budget control ``continue_ce`` (the new adapter
+trained further with cross entropy for the same steps: without it a lower NFR cannot be credited
+to the old model); evaluate old, new, every point and the control on the **validation** split
+and pick MUSCLE's setting there (:mod:`compatlm.demo.selection`). Only then is the test split
+touched: one evaluation of old, new, the selected MUSCLE (role ``muscle``), ``continue_ce`` and
+the alternatives of :mod:`compatlm.demo.alternatives` per seed (re-ranking joins it afterwards,
+on the generation tasks); the unselected points never reach it. :mod:`compatlm.demo.summary`
+aggregates the seeds into the paper's Tables 4–6 shape and :mod:`compatlm.demo.evidence` writes
+the seed-level evidence.
 
 Layout of ``--out``::
 
     family.json                         which cached family was used (paths, recipe hash)
     seed<S>/adapters/<task>/<role>/     train runs (PEFT adapter in adapter/) and candidates
-    seed<S>/eval/                       an ordinary eval run dir (predictions, flips, reports)
-    summary.json, report.md, report.html
+    seed<S>/adapters/<task>/muscle/<point>/   one MUSCLE run per grid point
+    seed<S>/validation/                 eval run on the validation split (old, new, points, control)
+    seed<S>/selection/<task>.json       the rule, every point's validation numbers, the winner
+    seed<S>/eval/                       an ordinary eval run dir on the test split
+    summary.json, evidence.json, report.md, report.html
 
 Every finished step writes ``done.json`` beside its output; a rerun skips finished steps and
 resumes unfinished ones from their checkpoints, so an interrupted demo costs only the step it
@@ -22,24 +30,46 @@ was in.
 from __future__ import annotations
 
 import logging
-import time
-from collections.abc import Callable
 from pathlib import Path
 from typing import Any, Literal
 
 from pydantic import Field
 
-from compatlm.config import EvalConfig, RuntimeConfig, StrictModel, TaskConfig
+from compatlm.config import RuntimeConfig, StrictModel
 from compatlm.demo.alternatives import (
     ALTERNATIVES,
+    DEFAULT_ALTERNATIVES,
     WEIGHT_SPACE,
-    add_rerank,
-    build_alternative,
     shape_mismatch,
-    train_pct,
+)
+from compatlm.demo.selection import DemoSelect, check_grid
+
+# Re-exported: the benches and tests build the demo's training configs through these.
+from compatlm.demo.steps import (
+    compat_mask_prompt,
+    compat_settings,
+    muscle_config,
+    read_json,
+    task_cfg,
+    train_muscle,
+    train_task_adapter,
 )
 from compatlm.errors import CompatlmError
 from compatlm.io import atomic_write_json, prepare_out_dir
+from compatlm.rundir import check_out_dir
+
+_task_cfg = task_cfg  # the name the benches import
+__all__ = [
+    "DemoConfig",
+    "DemoRuntime",
+    "DemoTraining",
+    "compat_mask_prompt",
+    "muscle_config",
+    "quick_defaults",
+    "run_demo",
+    "train_muscle",
+    "train_task_adapter",
+]
 
 log = logging.getLogger(__name__)
 
@@ -56,6 +86,12 @@ class DemoTraining(StrictModel):
     batch_size: int = Field(16, ge=1)
     compat_lr: float = Field(1e-3, gt=0)
     compat_epochs: int = Field(2, ge=1)
+    mask_prompt: bool = Field(True, description="task adapters: loss on the answer tokens only")
+    compat_mask_prompt: bool | None = Field(
+        None,
+        description="compatibility adapters, controls and PCT (null = same as mask_prompt;"
+        " false = the paper's A.1, loss on context and answer)",
+    )
     limit_train: int | None = Field(None, ge=1, description="use only the first N train examples")
 
 
@@ -68,153 +104,26 @@ class DemoRuntime(RuntimeConfig):
 
 
 class DemoConfig(StrictModel):
-    family: Literal["default", "continued"] = Field(
+    family: Literal["default", "continued", "legacy"] = Field(
         "default",
-        description="default: new base larger, pre-trained from scratch; continued: same shape,"
-        " pre-training continued from the old base (where port/interpolate/merge apply)",
+        description="default: skill tasks, new base larger, pre-trained from scratch; continued:"
+        " same shape, pre-training continued from the old base (where port/interpolate/merge"
+        " apply); legacy: the earlier world-facts family",
     )
     seeds: list[int] = Field(default_factory=lambda: [0])
     tasks: list[str] | None = Field(None, description="default: every demo task")
     quick: bool = False
-    alternatives: list[str] = Field(default_factory=lambda: list(ALTERNATIVES))
+    alternatives: list[str] = Field(default_factory=lambda: list(DEFAULT_ALTERNATIVES))
+    # MUSCLE's settings where select.grid does not vary them.
     mask: str = "student_wrong"
     temperature: float = 2.0
     kd_weight: float = 1.0
+    t_squared: bool = Field(False, description="scale the KL term by T² (compat adapters, PCT)")
     teacher_old: str = "cache"
     training: DemoTraining = DemoTraining()
     limit_test: int | None = Field(None, ge=1, description="evaluate only the first N test rows")
+    select: DemoSelect = DemoSelect()
     runtime: DemoRuntime = DemoRuntime()
-
-
-def _step(path: Path, what: str, fn: Callable[[], Any]) -> Any:
-    """Run ``fn`` unless ``path/done.json`` says it finished; record its result there."""
-    import json
-
-    marker = path / "done.json"
-    if marker.is_file():
-        log.info("%s: done earlier, reusing %s", what, path)
-        return json.loads(marker.read_text(encoding="utf-8"))["result"]
-    t0 = time.perf_counter()
-    log.info("%s ...", what)
-    result = fn()
-    atomic_write_json(marker, {"result": result, "seconds": round(time.perf_counter() - t0, 2)})
-    return result
-
-
-def _task_cfg(family: Any, task: str, split: str, limit: int | None = None) -> TaskConfig:
-    return TaskConfig(
-        name=task,
-        kind=family.task_kind(task),
-        path=str(family.task_dir(task) / f"{split}.jsonl"),
-        split=split,
-        limit=limit,
-    )
-
-
-def train_task_adapter(
-    cfg: DemoConfig, family: Any, base: str, task: str, seed: int, out: Path
-) -> str:
-    from compatlm.train.config import LoraSettings, OptimSettings, TrainTaskConfig
-    from compatlm.train.task import train_task
-
-    t = cfg.training
-    tcfg = TrainTaskConfig(
-        base=base,
-        task=_task_cfg(family, task, "train", t.limit_train),
-        lora=LoraSettings(r=t.r, alpha=t.alpha),
-        optim=OptimSettings(lr=t.lr, epochs=t.epochs, batch_size=t.batch_size, seed=seed),
-        runtime=cfg.runtime.model_copy(update={"seed": seed}),
-    )
-    return str(train_task(tcfg, out, resume=True))
-
-
-def train_muscle(
-    cfg: DemoConfig, family: Any, old: str, new: str, task: str, seed: int, out: Path
-) -> str:
-    from compatlm.train.compat import train_compat
-    from compatlm.train.config import OptimSettings, TrainCompatConfig
-
-    t = cfg.training
-    ccfg = TrainCompatConfig(
-        old=old,
-        new=new,
-        task=_task_cfg(family, task, "train", t.limit_train),
-        mask=cfg.mask,  # type: ignore[arg-type]
-        temperature=cfg.temperature,
-        kd_weight=cfg.kd_weight,
-        teacher_old=cfg.teacher_old,  # type: ignore[arg-type]
-        optim=OptimSettings(
-            lr=t.compat_lr, epochs=t.compat_epochs, batch_size=t.batch_size, seed=seed
-        ),
-        runtime=cfg.runtime.model_copy(update={"seed": seed}),
-    )
-    return str(train_compat(ccfg, out, resume=True))
-
-
-def run_seed(
-    cfg: DemoConfig, family: Any, tasks: list[str], alternatives: list[str], seed: int, out: Path
-) -> Path:
-    """Train every adapter of one seed, then evaluate all roles on every task's test split."""
-    from compatlm.eval.pipeline import run_eval
-
-    old_base, new_base = str(family.old_dir), str(family.new_dir)
-    task_cfgs = []
-    for task in tasks:
-        d = out / "adapters" / task
-        old_ad = _step(
-            d / "old",
-            f"seed {seed} · {task}: task adapter on the old base",
-            lambda d=d, task=task: train_task_adapter(cfg, family, old_base, task, seed, d / "old"),
-        )
-        new_ad = _step(
-            d / "new",
-            f"seed {seed} · {task}: task adapter on the new base",
-            lambda d=d, task=task: train_task_adapter(cfg, family, new_base, task, seed, d / "new"),
-        )
-        old, new = f"{old_base}+{old_ad}", f"{new_base}+{new_ad}"
-        models = {"old": old, "new": new}
-        models["muscle"] = f"{new_base}+" + _step(
-            d / "muscle",
-            f"seed {seed} · {task}: MUSCLE compatibility adapter",
-            lambda d=d, task=task, old=old, new=new: train_muscle(
-                cfg, family, old, new, task, seed, d / "muscle"
-            ),
-        )
-        for alt in alternatives:
-            if alt == "rerank":  # not a model: predictions, added after the eval below
-                continue
-            if alt == "pct":
-                models[alt] = f"{new_base}+" + _step(
-                    d / alt,
-                    f"seed {seed} · {task}: PCT focal distillation adapter",
-                    lambda d=d, task=task, old=old, new=new: train_pct(
-                        cfg,
-                        _task_cfg(family, task, "train", cfg.training.limit_train),
-                        old,
-                        new,
-                        seed,
-                        d / "pct",
-                    ),
-                )
-                continue
-            models[alt] = _step(
-                d / alt,
-                f"seed {seed} · {task}: {alt}",
-                lambda d=d, alt=alt, old=old, new=new: build_alternative(
-                    alt, old, new, d / alt / "candidate", cfg.runtime
-                ),
-            )
-        task_cfgs.append(
-            _task_cfg(family, task, "test", cfg.limit_test).model_copy(update={"models": models})
-        )
-    runtime = cfg.runtime.model_copy(update={"seed": seed})
-    ecfg = EvalConfig(old=old_base, new=new_base, tasks=task_cfgs, runtime=runtime)
-    run = run_eval(ecfg, out / "eval", resume=True)
-    if "rerank" in alternatives and add_rerank(task_cfgs, out, runtime, _step):
-        from compatlm.eval.compare_io import compare_run
-
-        compare_run(run, ecfg.compare)  # every role, now with rerank; reports redone
-    return run
 
 
 def _link_family(link: Path, root: Path) -> None:
@@ -238,12 +147,14 @@ def _run_identity(cfg: DemoConfig, family_key: str) -> dict[str, Any]:
 def _check_same_run(out: Path, cfg: DemoConfig, family_key: str, overwrite: bool) -> None:
     """A rerun reuses finished steps, so it must be the same demo: refuse a directory made by
     another family or other settings instead of mixing their adapters."""
-    import json
-
     recorded = out / "demo.json"
     if overwrite or not recorded.is_file():
         return
-    before = json.loads(recorded.read_text(encoding="utf-8"))
+    before = read_json(recorded)
+    if not isinstance(before, dict):
+        raise CompatlmError(
+            f"{recorded}: not a readable demo record (JSON object); pass --overwrite to start over"
+        )
     now = _run_identity(cfg, family_key)
     if before != now:
         what = "family" if before.get("family_key") != family_key else "settings"
@@ -255,7 +166,9 @@ def _check_same_run(out: Path, cfg: DemoConfig, family_key: str, overwrite: bool
 
 def run_demo(cfg: DemoConfig, out: str | Path, *, overwrite: bool = False) -> Path:
     """Build or load the family, run every seed, aggregate; returns the summary report path."""
+    from compatlm.demo.evidence import write_evidence
     from compatlm.demo.family import FamilyRecipe, build_or_load_family
+    from compatlm.demo.seed_run import run_seed
     from compatlm.demo.summary import write_summary
     from compatlm.demo.tasks import TASKS
 
@@ -269,9 +182,12 @@ def run_demo(cfg: DemoConfig, out: str | Path, *, overwrite: bool = False) -> Pa
         raise CompatlmError(
             f"demo alternatives: unknown {bad_alt[0]!r}; valid: {', '.join(ALTERNATIVES)}"
         )
+    points = check_grid(cfg, compat_settings)  # every MUSCLE setting valid before any training
     recipe = FamilyRecipe.named(cfg.family, quick=cfg.quick)
+    # Not a compatlm run, or a directory --overwrite must not delete: refused before anything.
+    check_out_dir(out, kind="demo", overwrite=overwrite, resume=not overwrite)
     _check_same_run(Path(out), cfg, recipe.key(), overwrite)
-    out = prepare_out_dir(out, overwrite=overwrite, resume=not overwrite)
+    out = prepare_out_dir(out, kind="demo", overwrite=overwrite, resume=not overwrite)
     family = build_or_load_family(recipe, progress=cfg.runtime.progress)
     weight_space = any(a in WEIGHT_SPACE for a in cfg.alternatives)
     skipped = shape_mismatch(str(family.old_dir), str(family.new_dir)) if weight_space else None
@@ -291,11 +207,14 @@ def run_demo(cfg: DemoConfig, out: str | Path, *, overwrite: bool = False) -> Pa
         },
     )
     alternatives = [a for a in cfg.alternatives if not (skipped and a in WEIGHT_SPACE)]
-    runs = {
-        seed: run_seed(cfg, family, tasks, alternatives, seed, out / f"seed{seed}")
+    seeds = {
+        seed: run_seed(cfg, family, tasks, alternatives, seed, out / f"seed{seed}", points)
         for seed in cfg.seeds
     }
-    return write_summary(out, runs, tasks, notes=[skipped] if skipped else [])
+    notes = ([skipped] if skipped else []) + [n for r in seeds.values() for n in r.notes]
+    report = write_summary(out, {s: r.run for s, r in seeds.items()}, tasks, notes=notes)
+    write_evidence(out, list(seeds), tasks)
+    return report
 
 
 def quick_defaults() -> dict[str, Any]:
