@@ -361,6 +361,10 @@ def first_duplicate(ids: np.ndarray, order: np.ndarray | None = None) -> tuple[i
     """
     if len(ids) < 2:
         return None
+    if ids.dtype.kind != "S":
+        # Variable-width strings hold ids with NUL bytes; numpy's vectorised == on them was
+        # seen to call different ids equal, so they are compared as Python strings.
+        ids = ids.astype(object)
     if order is None:
         order = np.argsort(ids, kind="stable")
     ordered = ids[order]
