@@ -438,3 +438,45 @@ def test_golden_20k_byte_identical(tmp_path, case):
     for name, text in golden_outputs(case, tmp_path).items():
         want = (GOLDEN / f"{case}.{name}").read_text(encoding="utf-8")
         assert text == want, f"{case}.{name} differs from the saved row-by-row result"
+
+
+def test_file_changed_after_loading_is_refused(tmp_path):
+    # Flipped rows' outputs are read back by byte offset when the flips are written.
+    a, b = pair_files(tmp_path)
+    old, new = load_predictions(a), load_predictions(b)
+    c = compare_sets(old, new, CFG)
+    b.write_text(b.read_text().replace('"ex1"', '"ex1-renamed"'))
+    with pytest.raises(CompatlmError, match=r"new.jsonl:5: the file changed after it was read"):
+        list(c.flips)
+    with pytest.raises(CompatlmError, match="the file changed after it was read"):
+        new.rows  # noqa: B018
+
+
+def test_flip_rows_read_outputs_back_from_any_line_shape(tmp_path):
+    # CRLF line ends, indented lines and a last line without newline: outputs still found.
+    a, b = pair_files(tmp_path)
+    text = b.read_text().splitlines()
+    text[4] = "  " + text[4]
+    b.write_bytes(("\r\n".join(text)).encode())
+    c = compare_sets(load_predictions(a), load_predictions(b), CFG)
+    by_id = {f["example_id"]: f for f in c.flips}
+    assert by_id["ex4"]["other"]["output"] == "choice 1"
+    assert by_id["ex9"]["other"]["output"] == "choice 1" and len(c.flips) == 5
+
+
+@pytest.mark.parametrize("long", [False, True])
+def test_ids_equal_up_to_a_nul_are_different_ids(tmp_path, long):
+    # numpy's variable-width strings compare up to the first NUL; these ids must not merge.
+    pad = "x" * 80 if long else ""
+    ids = [f"{pad}n\x00b", f"{pad}n\x00c", f"{pad}n\x00", f"{pad}n"]
+    a = write(tmp_path / "a.jsonl", [{"example_id": i, "correct": True} for i in ids])
+    rows = [{"example_id": i, "correct": k != 1} for k, i in enumerate(ids[::-1])]
+    b = write(tmp_path / "b.jsonl", [*rows, {"example_id": f"{pad}n\x00d", "correct": True}])
+    c = compare_sets(load_predictions(a), load_predictions(b), CFG)
+    assert c.n == 4 and c.unmatched["other_only"]["first_ids"] == [f"{pad}n\x00d"]
+    assert [f["example_id"] for f in c.flips] == [f"{pad}n\x00"]
+    dup = write(tmp_path / "d.jsonl", [{"example_id": i, "correct": True} for i in [*ids, ids[1]]])
+    with pytest.raises(
+        CompatlmError, match=r"d.jsonl:5: .*duplicate example_id .* \(first on line 2\)"
+    ):
+        load_predictions(dup)

@@ -124,8 +124,11 @@ def _check(name: str, col: tuple, types: set[type]) -> Any:
 def _decode(lines: list[str]) -> tuple[dict, ...]:
     try:
         decoded = list(map(_SCAN, lines, repeat(0)))  # [(object, end)] per line
-    except (ValueError, StopIteration, RecursionError):
+    except (ValueError, RecursionError):
         raise _Doubt from None
+    if len(decoded) != len(lines):
+        # The scanner raises StopIteration at a line without a value, which ends map early.
+        raise _Doubt
     objs, ends = zip(*decoded, strict=True)
     if list(ends) != list(map(len, lines)):
         # Only JSON whitespace may follow the object (a "\r" of CRLF files).

@@ -6,12 +6,14 @@ groups, as integer codes) and :class:`Text` (one string per row: ids, hashes) â€
 :class:`ColumnsBuilder`, which turns blocks of validated rows into them.
 
 Why columns: a :class:`~compatlm.eval.records.Prediction` object costs ~1.5 KB, so two files of
-2M rows took 6 GB as objects; as columns they take ~70-110 bytes a row. Full rows are read
+2M rows took 6 GB as objects; as columns they take ~60-90 bytes a row. Full rows are read
 back from the file by byte offset only where they are shown (flipped instances).
 """
 
 from __future__ import annotations
 
+import contextlib
+import ctypes
 from collections.abc import Sequence
 from dataclasses import dataclass, field
 from typing import Any
@@ -59,9 +61,6 @@ class Coded:
         values = self.values
         return [values[c] for c in self.codes[idx].tolist()]
 
-    def all_none(self) -> bool:
-        return self.values == [None] or not self.values
-
     def translate(self, other: Coded) -> np.ndarray:
         """(len(other.values),) int64: each of ``other``'s codes as a code of ``self`` (-1 for
         a value ``self`` does not have), so codes of two files can be compared."""
@@ -81,11 +80,13 @@ class Text:
     ``data`` is fixed-width UTF-8 bytes (``S<L>``, L = the longest value, at most
     :data:`_MAX_WIDTH`) when no value contains NUL (numpy pads with NULs and strips them on
     read, which is exact only then): hex digests and ids cost L bytes a row, and sorting and
-    gathering them runs at memcpy speed. Otherwise it is numpy's variable-width
-    ``StringDType``. Byte order is not string order, but only equality matters here.
+    gathering them runs at memcpy speed. Longer values are numpy's variable-width
+    ``StringDType``; values with a NUL are Python strings (object), because numpy compares
+    variable-width strings only up to the first NUL ("a\x00b" == "a\x00c"). Byte order is
+    not string order, but only equality (and a consistent sort) matters here.
     """
 
-    data: np.ndarray  # (N,) S<L> or StringDType
+    data: np.ndarray  # (N,) S<L>, StringDType or object
     none: np.ndarray | None = None  # (N,) bool
 
     def __len__(self) -> int:
@@ -93,7 +94,7 @@ class Text:
 
     @property
     def fixed(self) -> bool:
-        return self.data.dtype != STRINGS
+        return self.data.dtype.kind == "S"
 
     def get(self, k: int) -> str | None:
         if self.none is not None and self.none[k]:
@@ -119,25 +120,31 @@ class Text:
 
     def nonempty(self, idx: np.ndarray) -> np.ndarray:
         """(len(idx),) bool: the row has a non-empty string."""
-        return self.present(idx) & (np.strings.str_len(self.data[idx]) > 0)
+        data = self.data[idx]
+        if data.dtype == object:
+            lengths = np.fromiter(map(len, data), dtype=np.int64, count=len(data))
+        else:
+            lengths = np.strings.str_len(data)
+        return self.present(idx) & (lengths > 0)
 
-    def strings(self) -> np.ndarray:
-        """(N,) StringDType copy of ``data``."""
-        return _as_strings(self.data)
 
-
-def _as_strings(data: np.ndarray) -> np.ndarray:
-    if data.dtype == STRINGS:
+def _widen(data: np.ndarray, kind: str) -> np.ndarray:
+    """String data as variable-width strings (kind "T") or Python strings ("O")."""
+    if data.dtype.kind == kind:
         return data
-    return np.strings.decode(data, "utf-8").astype(STRINGS)
+    if data.dtype.kind == "S":
+        data = np.strings.decode(data, "utf-8")
+    return data.astype(STRINGS if kind == "T" else object)
 
 
 def same_kind(a: np.ndarray, b: np.ndarray) -> tuple[np.ndarray, np.ndarray]:
     """``a`` and ``b`` (string data of two Text columns) in one comparable representation:
-    fixed-width bytes compare with fixed-width bytes of any width, else both as strings."""
-    if a.dtype == STRINGS or b.dtype == STRINGS:
-        return _as_strings(a), _as_strings(b)
-    return a, b
+    fixed-width bytes with fixed-width bytes of any width, else the wider of the two kinds."""
+    kinds = {a.dtype.kind, b.dtype.kind}
+    if kinds == {"S"}:
+        return a, b
+    kind = "O" if "O" in kinds else "T"
+    return _widen(a, kind), _widen(b, kind)
 
 
 def text_differs(a: Text, ia: np.ndarray, b: Text, ib: np.ndarray) -> np.ndarray:
@@ -156,13 +163,16 @@ def text_block(values: Sequence[str | None]) -> Text:
         as_objects[none] = ""
         values = as_objects.tolist()
     joined = "".join(values)
-    if "\x00" not in joined:
-        if joined.isascii():
-            data = np.array(values, dtype="S")
-        else:
-            data = np.array([v.encode("utf-8") for v in values], dtype="S")
-        if data.dtype.itemsize <= _MAX_WIDTH:
-            return Text(data, none)
+    if "\x00" in joined:
+        data = np.empty(len(values), dtype=object)
+        data[:] = values
+        return Text(data, none)
+    if joined.isascii():
+        data = np.array(values, dtype="S")
+    else:
+        data = np.array([v.encode("utf-8") for v in values], dtype="S")
+    if data.dtype.itemsize <= _MAX_WIDTH:
+        return Text(data, none)
     return Text(np.array(values, dtype=STRINGS), none)
 
 
@@ -174,10 +184,12 @@ def concat_text(blocks: list[Text]) -> Text:
     """Blocks of one column as one :class:`Text` (fixed-width only if every block is)."""
     if not blocks:
         return Text(np.array([], dtype="S1"))
-    if all(b.fixed for b in blocks):
+    kinds = {b.data.dtype.kind for b in blocks}
+    if kinds == {"S"}:
         data = np.concatenate([b.data for b in blocks])  # widths promote to the widest
     else:
-        data = np.concatenate([_as_strings(b.data) for b in blocks])
+        kind = "O" if "O" in kinds else "T"
+        data = np.concatenate([_widen(b.data, kind) for b in blocks])
     none = None
     if any(b.none is not None for b in blocks):
         none = np.concatenate(
@@ -301,14 +313,20 @@ class ColumnsBuilder:
         are joined, so the build needs one field's worth of extra memory, not a copy of all."""
         b = self._blocks
 
+        # The blocks' small arrays live in glibc's heap, the joined ones are mapped apart:
+        # without a trim after each field the freed blocks would stay resident until the end.
         def cat(name: str, dtype: Any) -> np.ndarray:
-            return _cat(b.pop(name), dtype)
+            joined = _cat(b.pop(name), dtype)
+            trim_heap()
+            return joined
 
         def coded(name: str) -> Coded:
             return Coded(cat(name, np.int32), list(self._index[name]))
 
         def text(name: str) -> Text:
-            return concat_text(b.pop(name))
+            joined = concat_text(b.pop(name))
+            trim_heap()
+            return joined
 
         lines, self._lines = _cat(self._lines, np.int64), []
         offsets, self._offsets = (_cat(self._offsets, np.int64) if self._offsets else None), []
@@ -348,6 +366,17 @@ def _coded_text(t: Text) -> Coded:
     return Coded(codes.astype(np.int32).reshape(-1), values)
 
 
+def trim_heap() -> None:
+    """Give freed heap memory back to the OS (glibc only; elsewhere a no-op).
+
+    The block-sized arrays and objects a load frees stay in glibc's heap: after large frees
+    it raises its mmap threshold, so later arrays come from the heap and free memory below
+    live data is kept. For a 2M-row file that is ~150 MB of RSS holding nothing.
+    """
+    with contextlib.suppress(AttributeError, OSError):  # not glibc
+        ctypes.CDLL(None).malloc_trim(0)
+
+
 def _cat(parts: list[np.ndarray], dtype: Any) -> np.ndarray:
     return np.concatenate(parts) if parts else np.array([], dtype=dtype)
 
@@ -361,10 +390,6 @@ def first_duplicate(ids: np.ndarray, order: np.ndarray | None = None) -> tuple[i
     """
     if len(ids) < 2:
         return None
-    if ids.dtype.kind != "S":
-        # Variable-width strings hold ids with NUL bytes; numpy's vectorised == on them was
-        # seen to call different ids equal, so they are compared as Python strings.
-        ids = ids.astype(object)
     if order is None:
         order = np.argsort(ids, kind="stable")
     ordered = ids[order]

@@ -87,13 +87,8 @@ def join(a: Columns, b: Columns) -> tuple[np.ndarray, np.ndarray, np.ndarray, np
     of the two sorted runs put end to end is a linear merge, and ids are unique within a file,
     so equal neighbours are exactly the matches, ``a``'s first.
     """
-    da, db = same_kind(a.ids.data, b.ids.data)
-    if da.dtype.kind != "S":
-        # numpy's vectorised == on variable-width strings with NUL bytes was seen to call
-        # different ids equal: such ids are matched as Python strings.
-        da, db = da.astype(object), db.astype(object)
-        oa, ob = np.argsort(da, kind="stable"), np.argsort(db, kind="stable")
-    elif da is a.ids.data and db is b.ids.data:
+    da, db = same_kind(a.ids.data, b.ids.data)  # ids with NUL bytes: Python strings
+    if da is a.ids.data and db is b.ids.data:
         oa, ob = a.sort_order(), b.sort_order()
     else:  # one side converted to variable-width strings: sort in that representation
         oa, ob = np.argsort(da, kind="stable"), np.argsort(db, kind="stable")

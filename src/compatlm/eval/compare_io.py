@@ -22,10 +22,10 @@ from typing import Any
 
 from compatlm.config import CompareConfig
 from compatlm.errors import CompatlmError
+from compatlm.eval.columns import trim_heap
 from compatlm.eval.compare import Comparison, compare_sets, lookup
 from compatlm.eval.gate import gate_record, parse_conditions
 from compatlm.eval.metrics import metrics_document, relative_change
-from compatlm.eval.reader import trim_heap
 from compatlm.eval.records import is_lmeval_file, load_predictions
 from compatlm.io import (
     atomic_write_json,

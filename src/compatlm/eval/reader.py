@@ -1,24 +1,25 @@
 """Reading compatlm and minimal foreign prediction files into :class:`~compatlm.eval.columns.Columns`.
 
-Owns the fast path of :func:`compatlm.eval.records.load_predictions`: the file is read in
-blocks, each line is decoded and checked with plain Python (:func:`fast_row`), and the rows
-become numpy columns block by block, so a 2M-row file never exists as 2M objects.
+Owns :func:`read_columns` (the loader behind :func:`compatlm.eval.records.load_predictions`),
+the file-level rules and :func:`read_outputs`. The file is read in blocks of
+:data:`BLOCK_BYTES`; each block becomes numpy columns before the next is read, so a 2M-row
+file never exists as 2M objects. A block takes the first of three routes that clears it:
 
-The fast path only *accepts*. A line it has any doubt about — a nested object (duplicate keys
-could hide in it), a surrogate escape, deep nesting, a value of an unusual type or range, a key
-set it has not seen to be valid — goes through exactly the old route: ``io.parse_json``, then
-:func:`~compatlm.eval.records.parse_line` (the pydantic model). So every accepted line has the
-values the model would give it, and every refused line the model's one-line error, byte for
-byte. File-level checks (schema_version on all lines or none, one task/kind/role/model/metric,
-groups on all rows or none, unique ids) raise what the row-by-row loader raised, at the line
-it raised them: duplicates are found by sorting the ids once at the end, and before any other
-error is raised the rows read so far are checked for a duplicate that would have come first.
+1. whole block (:mod:`compatlm.eval.block`): one key set, every column of plain values;
+2. row by row (:func:`compatlm.eval.rows.fast_row`): each line checked in plain Python;
+3. careful (:func:`compatlm.eval.rows.careful_row`): the old route, ``io.parse_json`` then the
+   pydantic model, for every line the first two have any doubt about.
+
+The first two only *accept*, and only what the model accepts with the same values; every
+refused line gets the model's one-line error, byte for byte. File-level rules (schema_version
+on all lines or none, one task/kind/role/model/metric, groups on all rows or none, unique ids)
+raise what the row-by-row loader raised, at the line it raised them: duplicates are found by
+sorting the ids once at the end, and before any other error is raised the rows read so far are
+checked for a duplicate that would have come first.
 """
 
 from __future__ import annotations
 
-import contextlib
-import ctypes
 import gc
 import json
 import re
@@ -29,7 +30,7 @@ import numpy as np
 
 from compatlm.errors import CompatlmError, input_error
 from compatlm.eval.block import block_columns
-from compatlm.eval.columns import Columns, ColumnsBuilder, first_duplicate
+from compatlm.eval.columns import Columns, ColumnsBuilder, first_duplicate, trim_heap
 from compatlm.eval.records import FILE_CONSTANT
 from compatlm.eval.rows import careful_row, fast_row
 from compatlm.io import MAX_JSON_DEPTH
@@ -167,17 +168,6 @@ def _read(
     return cols, {k: v[0] for k, v in checks.constants.items()}, bool(checks.versioned)
 
 
-def trim_heap() -> None:
-    """Give freed heap memory back to the OS (glibc only; elsewhere a no-op).
-
-    The block-sized arrays and objects a load frees stay in glibc's heap: after large frees
-    it raises its mmap threshold, so later arrays come from the heap and free memory below
-    live data is kept. For a 2M-row file that is ~150 MB of RSS holding nothing.
-    """
-    with contextlib.suppress(AttributeError, OSError):  # not glibc
-        ctypes.CDLL(None).malloc_trim(0)
-
-
 def _duplicate_error(dup: tuple[str, int, int], path: Path) -> CompatlmError:
     eid, line, first = dup
     return input_error(
@@ -196,8 +186,10 @@ def _read_block(
 ) -> int:
     """Validate the lines of one block and add its rows; returns how many lines it had."""
     lines, text = _block_lines(block)
-    if block.endswith(b"\n"):
+    ended = block.endswith(b"\n")
+    if ended:
         lines.pop()  # the empty string after the last newline is not a line
+    final = len(lines) - 1  # the one line that may lack its newline
     newlines = np.flatnonzero(np.frombuffer(block, dtype=np.uint8) == 10)  # (L,) positions
     starts = np.concatenate(([0], newlines + 1))[: len(lines)]  # (lines,) line start offsets
     if text is not None:
@@ -229,7 +221,10 @@ def _read_block(
                         if ks is None:
                             ks = list(range(len(rows)))
                         continue
-                    got = careful_row(line, path, lineno0 + k)
+                    # With its newline, as the row-by-row reader passed it: JSON error
+                    # positions ("line 2 column 1") depend on it.
+                    whole = line + "\n" if ended or k < final else line
+                    got = careful_row(whole, path, lineno0 + k)
             else:
                 raise input_error(f"not valid UTF-8 (byte {line.start})", path, lineno0 + k)
             row, versioned, consts = got

@@ -14,9 +14,9 @@ of input:
 Every problem is a one-line :class:`~compatlm.errors.CompatlmError` naming file, line and field.
 
 compatlm and foreign files are read into compact columns (:mod:`compatlm.eval.reader`,
-:mod:`compatlm.eval.columns`): a 2M-row file is ~200 MB of arrays instead of 3 GB of objects,
-and gives exactly the values and errors the model gives. lm-eval files (small) are validated
-row by row into :class:`Prediction` objects.
+:mod:`compatlm.eval.columns`): a 2M-row file is ~120-180 MB of arrays instead of 3 GB of
+objects, with exactly the values and errors the model gives. lm-eval files (small) are
+validated row by row into :class:`Prediction` objects.
 """
 
 from __future__ import annotations
@@ -226,11 +226,10 @@ class PredictionSet:
         return rows
 
     def __len__(self) -> int:
-        return (
-            len(self._rows)
-            if self._columns is None and self._rows is not None
-            else len(self.columns)
-        )
+        # A row-backed set counts its rows without building columns (lm-eval fills them).
+        if self._columns is None and self._rows is not None:
+            return len(self._rows)
+        return len(self.columns)
 
     @property
     def has_parsed(self) -> bool:

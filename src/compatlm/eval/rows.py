@@ -120,7 +120,7 @@ def fast_row(line: str, layouts: dict[tuple, Any]) -> tuple | None:
         if type(margin) is float:
             if margin - margin != 0.0:  # inf (1e999 decodes to it) or NaN
                 return None
-        elif type(margin) is int:
+        elif type(margin) is int and -_EXACT <= margin <= _EXACT:
             margin = float(margin)
         else:
             return None
@@ -146,7 +146,7 @@ def fast_row(line: str, layouts: dict[tuple, Any]) -> tuple | None:
             group = str(group)  # as the model's before-validator does
         else:
             return None
-    if sv is not None and (type(sv) is not int or sv != 1):
+    if layout.versioned and (type(sv) is not int or sv != 1):  # null included
         return None
     row = (eid, correct, parsed, layout.stated, target, score, margin, eh, ph, slc, group,
            output is not None)  # fmt: skip
