@@ -4,14 +4,12 @@ no model weights loaded and ``--out`` never created."""
 
 from __future__ import annotations
 
-import shlex
 from dataclasses import dataclass
 from pathlib import Path
 from string import Template
 
 import pytest
-
-from compatlm.cli import main
+from contract import refused, templated
 
 CORPUS = Path(__file__).parent / "corpus"
 
@@ -50,27 +48,7 @@ def places(tiny_family, tmp_path_factory) -> dict[str, str]:
     return {**values, "compat": str(compat)}
 
 
-@pytest.fixture
-def no_model_loads(monkeypatch):
-    import compatlm.models
-
-    def trap(*args, **kwargs):
-        raise AssertionError("a model was loaded before the bad input was detected")
-
-    monkeypatch.setattr(compatlm.models, "load_base", trap)
-
-
 @pytest.mark.parametrize("case", CASES, ids=lambda c: c.id)
 def test_bad_train_input(case: Case, places, tmp_path, capsys, no_model_loads):
     out = tmp_path / "out"
-    argv = [Template(a).substitute(places, out=str(out)) for a in shlex.split(case.argv)]
-    code = main(argv)
-    captured = capsys.readouterr()
-    assert "Traceback" not in captured.out + captured.err
-    lines = captured.err.splitlines()
-    assert len(lines) == 1, f"expected one stderr line, got {captured.err!r}"
-    assert lines[0].startswith("error: "), lines[0]
-    for part in case.expect:
-        assert part in lines[0], f"{part!r} not in {lines[0]!r}"
-    assert code == 2
-    assert not out.exists(), f"--out was created: {sorted(p.name for p in out.rglob('*'))}"
+    refused(templated(case.argv, places, out), capsys, case.expect, out=out)

@@ -17,15 +17,14 @@ from __future__ import annotations
 import json
 import logging
 import os
-import shlex
 import subprocess
 import sys
 import time
 from pathlib import Path
-from string import Template
 
 import pytest
-from test_bad_inputs import CORPUS, EVAL, LM, Case, cmp, no_model_loads, places  # noqa: F401
+from contract import refused, templated
+from test_bad_inputs import CORPUS, EVAL, LM, Case, cmp, places  # noqa: F401
 
 from compatlm.cli import _SafeFormatter, _StdoutGuard, main
 from compatlm.errors import CompatlmError, printable
@@ -93,17 +92,7 @@ CASES = [
 
 def run_case(case: Case, values: dict[str, str], tmp_path: Path, capsys) -> None:
     out = tmp_path / "out"
-    argv = [Template(a).substitute(values, out=str(out)) for a in shlex.split(case.argv)]
-    code = main(argv)
-    captured = capsys.readouterr()
-    assert "Traceback" not in captured.out + captured.err
-    lines = captured.err.splitlines()
-    assert len(lines) == 1, f"expected one stderr line, got {captured.err!r}"
-    assert lines[0].startswith("error: "), lines[0]
-    for part in case.expect:
-        assert part in lines[0], f"{part!r} not in {lines[0]!r}"
-    assert code == 2
-    assert not out.exists(), f"--out was created: {sorted(p.name for p in out.rglob('*'))}"
+    refused(templated(case.argv, values, out), capsys, case.expect, out=out)
 
 
 @pytest.mark.parametrize("case", CASES, ids=lambda c: c.id)
@@ -313,7 +302,7 @@ def test_unavailable_mps_names_what_is_available(
     tmp_path,
     capsys,
     monkeypatch,
-    no_model_loads,  # noqa: F811
+    no_model_loads,
 ):
     import torch
 

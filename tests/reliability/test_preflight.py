@@ -18,8 +18,8 @@ from dataclasses import dataclass
 from pathlib import Path
 
 import pytest
+from contract import refused
 
-from compatlm.cli import main
 from compatlm.errors import CompatlmError
 from helpers import save_lora
 
@@ -115,37 +115,12 @@ def broken(tiny_family, tmp_path_factory) -> dict[str, str]:
     return places
 
 
-@pytest.fixture
-def no_model_loads(monkeypatch):
-    """Fail the test if any model's weights are loaded: bad input must be caught before that."""
-    import compatlm.models
-
-    def trap(*args, **kwargs):
-        raise AssertionError("a model was loaded before the bad input was detected")
-
-    monkeypatch.setattr(compatlm.models, "load_base", trap)
-
-
 def _eval_config(path: Path, old: str, new: str, task: Path = TASK) -> Path:
     path.write_text(
         f"old: {old}\nnew: {new}\ntasks:\n  - name: tiny_mc\n    path: {task}\n"
         "runtime: {batch_size: 4, progress: false}\ncompare: {bootstrap: 0}\n"
     )
     return path
-
-
-def _run_refused(argv: list[str], out: Path, capsys, expect: tuple[str, ...]) -> str:
-    code = main(argv)
-    captured = capsys.readouterr()
-    assert "Traceback" not in captured.out + captured.err
-    lines = captured.err.splitlines()
-    assert len(lines) == 1, f"expected one stderr line, got {captured.err!r}"
-    assert lines[0].startswith("error: "), lines[0]
-    for part in expect:
-        assert part in lines[0], f"{part!r} not in {lines[0]!r}"
-    assert code == 2
-    assert not out.exists(), f"--out was created: {sorted(p.name for p in out.rglob('*'))}"
-    return lines[0]
 
 
 @pytest.mark.parametrize("case", CASES, ids=lambda c: c.id)
@@ -155,7 +130,7 @@ def test_bad_model_input_is_refused_before_any_work(
     old = f"{tiny_family['old']}+{tiny_family['old_adapter']}"
     cfg = _eval_config(tmp_path / "eval.yaml", old, case.new.format(**broken))
     out = tmp_path / "out"
-    _run_refused(["eval", str(cfg), "--out", str(out)], out, capsys, case.expect)
+    refused(["eval", str(cfg), "--out", str(out)], capsys, case.expect, out=out)
 
 
 # ---- paths and the hub ------------------------------------------------------------------------
@@ -186,8 +161,8 @@ def test_missing_relative_path_is_not_a_hub_lookup(
     shutil.copytree(tiny_family["new"], tmp_path / "models" / "new")
     cfg = _eval_config(tmp_path / "eval.yaml", str(tiny_family["old"]), "models/neww")
     start = time.monotonic()
-    line = _run_refused(
-        ["eval", str(cfg), "--out", "out"], tmp_path / "out", capsys, ("new: base model",)
+    line = refused(
+        ["eval", str(cfg), "--out", "out"], capsys, ("new: base model",), out=tmp_path / "out"
     )
     assert "models/neww: path does not exist" in line and "models/ exists" in line
     assert time.monotonic() - start < 15  # the hub's retries alone took 25 s
@@ -200,7 +175,7 @@ def test_uncached_hub_id_fails_fast_when_hub_unreachable(
     out = tmp_path / "out"
     start = time.monotonic()
     expect = ("new: base model someorg/somemodel", "not in the Hugging Face cache", "unreachable")
-    _run_refused(["eval", str(cfg), "--out", str(out)], out, capsys, expect)
+    refused(["eval", str(cfg), "--out", str(out)], capsys, expect, out=out)
     assert time.monotonic() - start < 15
 
 
@@ -209,7 +184,7 @@ def test_uncached_hub_id_with_offline_mode_says_so(tiny_family, tmp_path, capsys
     cfg = _eval_config(tmp_path / "eval.yaml", str(tiny_family["old"]), "someorg/somemodel")
     out = tmp_path / "out"
     expect = ("someorg/somemodel", "not in the Hugging Face cache", "HF_HUB_OFFLINE is set")
-    _run_refused(["eval", str(cfg), "--out", str(out)], out, capsys, expect)
+    refused(["eval", str(cfg), "--out", str(out)], capsys, expect, out=out)
 
 
 def test_what_looks_like_a_path(tmp_path, monkeypatch):
@@ -271,7 +246,7 @@ def test_training_a_lora_on_a_tied_head_is_refused(tied, targets, tmp_path, caps
     )
     out = tmp_path / "out"
     expect = ("lora.target_modules", "'lm_head'", "tied", FIX)
-    _run_refused(["train", "task", str(cfg), "--out", str(out)], out, capsys, expect)
+    refused(["train", "task", str(cfg), "--out", str(out)], capsys, expect, out=out)
 
 
 def test_continuing_an_adapter_on_a_tied_head_is_refused(tied, tmp_path, capsys, no_model_loads):
@@ -279,7 +254,7 @@ def test_continuing_an_adapter_on_a_tied_head_is_refused(tied, tmp_path, capsys,
     cfg = _train_config(tmp_path / "t.yaml", spec, "{r: 2}")
     out = tmp_path / "out"
     expect = ("adapter", "head_adapter", "'lm_head'", FIX)
-    _run_refused(["train", "task", str(cfg), "--out", str(out)], out, capsys, expect)
+    refused(["train", "task", str(cfg), "--out", str(out)], capsys, expect, out=out)
 
 
 def test_tied_head_check_allows_what_is_safe(tied, tiny_family):

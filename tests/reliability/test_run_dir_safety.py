@@ -16,6 +16,7 @@ import subprocess
 import sys
 from pathlib import Path
 
+import contract
 import pytest
 import yaml
 
@@ -46,16 +47,7 @@ def snapshot(root: Path) -> dict[str, bytes]:
 
 def refused(argv: list[str], capsys, *expect: str, code: int = 2) -> str:
     """Run the CLI; assert the one-line error contract and return the line."""
-    got = main([str(a) for a in argv])
-    captured = capsys.readouterr()
-    assert "Traceback" not in captured.out + captured.err
-    lines = captured.err.splitlines()
-    assert len(lines) == 1, f"expected one stderr line, got {captured.err!r}"
-    assert lines[0].startswith("error: "), lines[0]
-    for part in expect:
-        assert part in lines[0], f"{part!r} not in {lines[0]!r}"
-    assert got == code
-    return lines[0]
+    return contract.refused(argv, capsys, expect, code=code)
 
 
 def ok(argv: list[str], capsys) -> None:
@@ -66,16 +58,6 @@ def ok(argv: list[str], capsys) -> None:
 
 def compare(out: Path, *extra: str) -> list[str]:
     return ["compare", OLD, NEW, "--out", out, "--bootstrap", "0", *extra]
-
-
-@pytest.fixture
-def no_model_loads(monkeypatch):
-    import compatlm.models
-
-    def trap(*args, **kwargs):
-        raise AssertionError("a model was loaded before the bad input was detected")
-
-    monkeypatch.setattr(compatlm.models, "load_base", trap)
 
 
 @pytest.fixture(scope="module")
