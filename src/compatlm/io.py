@@ -1,9 +1,8 @@
 """File I/O that never leaves half-written output.
 
 Owns: atomic writes (temp file in the same directory + ``os.replace``), strict JSONL reading
-with file:line error messages, the resumable append-only JSONL writer used for predictions,
-``prepare_out_dir`` (the entry point of the run-directory rules of :mod:`compatlm.rundir`) and
-``env.json``.
+with file:line error messages, the resumable append-only JSONL writer used for predictions and
+``env.json``. The run-directory rules (``prepare_out_dir``) are :mod:`compatlm.rundir`'s.
 """
 
 from __future__ import annotations
@@ -280,26 +279,6 @@ def load_resumable_lines(
         with path.open("r+b") as fh:
             fh.truncate(keep)
     return rows
-
-
-def prepare_out_dir(
-    out: str | Path,
-    *,
-    kind: str = "run",
-    overwrite: bool = False,
-    resume: bool = False,
-    inputs: Iterable[str | Path] = (),
-    resumable: bool = True,
-) -> Path:
-    """Create ``out`` for a run of ``kind``. A non-empty directory is refused unless
-    ``overwrite`` (which empties it, only if compatlm made it and no ``inputs`` lie inside) or
-    ``resume`` (which keeps what is there so the run continues from it); ``resumable=False``
-    words the refusal for commands without ``--resume``. See :mod:`compatlm.rundir`."""
-    from compatlm.rundir import prepare_out_dir as prepare
-
-    return prepare(
-        out, kind=kind, overwrite=overwrite, resume=resume, inputs=inputs, resumable=resumable
-    )
 
 
 def git_hash() -> str | None:

@@ -28,7 +28,9 @@ from collections.abc import Iterable
 from pathlib import Path
 from typing import Any
 
+from compatlm import __version__
 from compatlm.errors import CompatlmError
+from compatlm.io import atomic_write_json
 from compatlm.paths import BOOKKEEPING, LOCK, MARKER, STAGING
 
 MARKER_VERSION = 1
@@ -276,9 +278,6 @@ def prepare_out_dir(
     """Create (or reuse) ``out`` for a run of ``kind`` under the rules of the module docstring:
     refuse a non-empty directory unless ``overwrite`` (empties a compatlm run directory) or
     ``resume`` (keeps it); then lock it, remove stale temp files and write the marker."""
-    from compatlm import __version__
-    from compatlm.io import atomic_write_json
-
     out = Path(out)
     inputs = list(inputs)
     check_out_dir(

@@ -7,14 +7,8 @@ import json
 import pytest
 
 from compatlm.errors import CompatlmError
-from compatlm.io import (
-    JsonlAppender,
-    atomic_write_json,
-    dumps,
-    load_resumable,
-    prepare_out_dir,
-    read_jsonl,
-)
+from compatlm.io import JsonlAppender, atomic_write_json, dumps, load_resumable, read_jsonl
+from compatlm.rundir import prepare_out_dir
 
 
 def test_atomic_write_leaves_no_temp_files(tmp_path):

@@ -11,7 +11,7 @@ from pathlib import Path
 import pytest
 
 from compatlm.cli import main
-from compatlm.report.examples import attach_texts, write_examples
+from compatlm.eval.examples import attach_texts, write_examples
 from compatlm.tasks.base import GenExample, MCExample
 
 # Per instance (old, new, muscle, continue_ce) correctness of the MC task, 10 instances:

@@ -53,10 +53,9 @@ def register(subparsers: argparse._SubParsersAction) -> None:
 
 
 def run_build(args: argparse.Namespace) -> int:
-    from compatlm.io import prepare_out_dir
     from compatlm.methods.registry import get_candidate_method
     from compatlm.paths import BOOKKEEPING
-    from compatlm.rundir import input_paths
+    from compatlm.rundir import input_paths, prepare_out_dir
 
     method = get_candidate_method(args.method)
     cfg = load_config(method.config_cls, args.config, args.overrides)

@@ -19,8 +19,9 @@ from typing import TYPE_CHECKING, Any
 
 from compatlm.config import RuntimeConfig, StrictModel, TaskConfig
 from compatlm.errors import CompatlmError
-from compatlm.io import atomic_write_json, prepare_out_dir
+from compatlm.io import atomic_write_json
 from compatlm.paths import RunLayout
+from compatlm.rundir import prepare_out_dir
 
 if TYPE_CHECKING:
     from compatlm.demo.pipeline import DemoConfig

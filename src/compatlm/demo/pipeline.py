@@ -55,8 +55,8 @@ from compatlm.demo.steps import (
     train_task_adapter,
 )
 from compatlm.errors import CompatlmError
-from compatlm.io import atomic_write_json, prepare_out_dir
-from compatlm.rundir import check_out_dir
+from compatlm.io import atomic_write_json
+from compatlm.rundir import check_out_dir, prepare_out_dir
 
 _task_cfg = task_cfg  # the name the benches import
 __all__ = [

@@ -24,6 +24,7 @@ from compatlm.config import CompareConfig
 from compatlm.errors import CompatlmError
 from compatlm.eval.columns import trim_heap
 from compatlm.eval.compare import Comparison, compare_sets, lookup
+from compatlm.eval.examples import attach_texts, load_texts
 from compatlm.eval.gate import gate_record, parse_conditions
 from compatlm.eval.metrics import metrics_document, relative_change
 from compatlm.eval.records import is_lmeval_file, load_predictions
@@ -33,12 +34,10 @@ from compatlm.io import (
     git_hash,
     is_finite_number,
     parse_json,
-    prepare_out_dir,
 )
 from compatlm.paths import RunLayout, unique_flips_paths
-from compatlm.report.context import collect_diagnostics
-from compatlm.report.examples import attach_texts, load_texts
-from compatlm.rundir import check_out_dir, lock
+from compatlm.rundir import check_out_dir, lock, prepare_out_dir
+from compatlm.train.diagnostics import collect_diagnostics
 
 # What one comparison writes, as a set: directories, then files.
 _SET_DIRS = ("flips", "plots")

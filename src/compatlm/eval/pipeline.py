@@ -35,21 +35,15 @@ from compatlm.eval.checks import (  # roles_of, task_specs: imported from here b
     task_specs,
     validate_done,
 )
+from compatlm.eval.examples import write_examples
 from compatlm.eval.generate import gen_prediction, generate
 from compatlm.eval.records import Prediction
 from compatlm.eval.runner import mc_prediction, score_multiple_choice
-from compatlm.io import (
-    JsonlAppender,
-    atomic_write_json,
-    atomic_write_text,
-    env_info,
-    prepare_out_dir,
-)
+from compatlm.io import JsonlAppender, atomic_write_json, atomic_write_text, env_info
 from compatlm.models import load_model, load_tokenizer, preflight, tokenizer_fingerprint
 from compatlm.paths import RunLayout
 from compatlm.prompts import encode_prompt, example_hash, model_max_length, prompt_hash
-from compatlm.report.examples import write_examples
-from compatlm.rundir import check_out_dir, input_paths, unlock
+from compatlm.rundir import check_out_dir, input_paths, prepare_out_dir, unlock
 from compatlm.spec import ModelSpec
 from compatlm.tasks import ResolvedTask, get_extractor
 

@@ -18,7 +18,8 @@ from typing import Any
 
 from compatlm.config import RuntimeConfig, StrictModel, dump_config
 from compatlm.errors import CompatlmError
-from compatlm.io import atomic_write_json, atomic_write_text, env_info, prepare_out_dir
+from compatlm.io import atomic_write_json, atomic_write_text, env_info
+from compatlm.rundir import prepare_out_dir
 from compatlm.spec import ModelSpec
 
 log = logging.getLogger(__name__)

@@ -25,7 +25,11 @@ from typing import TYPE_CHECKING, Any
 
 from compatlm.config import RuntimeConfig, StrictModel
 from compatlm.errors import CompatlmError
-from compatlm.methods.muscle import build_trained, compat_config
+
+# A control is configured by the MUSCLE config it controls: muscle's config_cls serves both.
+from compatlm.methods.muscle import build_trained, compat_config, config_cls
+
+__all__ = ["CONTROLS", "build", "build_control", "config_cls", "control_config"]
 
 if TYPE_CHECKING:
     from compatlm.train.config import TrainCompatConfig
@@ -70,13 +74,6 @@ def build_control(
         resume=resume,
         details={"control_of": "muscle", "changed": changes},
     )
-
-
-def config_cls(method: str) -> type[StrictModel]:
-    """A control is configured by the MUSCLE config it controls."""
-    from compatlm.train.config import TrainCompatConfig
-
-    return TrainCompatConfig
 
 
 def build(

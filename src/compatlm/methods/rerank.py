@@ -45,7 +45,6 @@ from compatlm.io import (
     atomic_write_text,
     env_info,
     load_resumable,
-    prepare_out_dir,
 )
 from compatlm.methods.config import RerankConfig
 from compatlm.methods.sampling import Candidate, example_seed, sample_outputs
@@ -61,7 +60,7 @@ from compatlm.prompts import (
     render_chat,
     scoring_input,
 )
-from compatlm.rundir import check_out_dir, input_paths
+from compatlm.rundir import check_out_dir, input_paths, prepare_out_dir
 from compatlm.spec import ModelSpec
 from compatlm.tasks import ResolvedTask, get_extractor, resolve_task
 

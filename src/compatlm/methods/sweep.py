@@ -42,7 +42,7 @@ from compatlm.config import (
     dump_config,
 )
 from compatlm.errors import CompatlmError
-from compatlm.io import atomic_write_bytes, atomic_write_json, atomic_write_text, prepare_out_dir
+from compatlm.io import atomic_write_bytes, atomic_write_json, atomic_write_text
 from compatlm.methods.registry import Method, get_candidate_method
 from compatlm.methods.selection import (
     NFR,
@@ -73,7 +73,7 @@ from compatlm.methods.sweep_splits import (
     same_file,
     sweep_splits,
 )
-from compatlm.rundir import input_paths
+from compatlm.rundir import input_paths, prepare_out_dir
 
 __all__ = ["SweepPoint", "SweepResult", "method_configs", "role_name", "run_sweep", "select"]
 

@@ -1,15 +1,14 @@
 """What a report states about a run besides its numbers: where they come from.
 
-Two sources, both files:
+Two sources, both files of the run:
 
 - :func:`read_env` — the run's ``env.json`` (when the run was made, the git hash, each task's
   metric and pass threshold). It is read only if it resolves inside the run directory, like
   every file a report reads, and a missing or unreadable one leaves those header fields "not
   recorded" instead of failing the report: the numbers do not depend on it.
-- :func:`collect_diagnostics` — called by ``compare`` (not by the report, which reads only the
-  run directory): for each candidate, the ``diagnostics.json`` of the run that trained its
-  adapter (the spec ``BASE+RUN/adapter`` names it), summarised into metrics.json so the report
-  can show how many loss tokens followed teacher_old and the training run's verdict.
+- ``metrics.json``'s ``diagnostics``: for each candidate, the summary of the
+  ``diagnostics.json`` of the run that trained its adapter, written there by ``compare``
+  (:func:`compatlm.train.diagnostics.collect_diagnostics`) so the report reads only the run.
 """
 
 from __future__ import annotations
@@ -19,8 +18,6 @@ import logging
 from datetime import datetime, timezone
 from pathlib import Path
 from typing import Any
-
-from compatlm.errors import CompatlmError
 
 log = logging.getLogger(__name__)
 
@@ -79,61 +76,6 @@ def short_date(stamp: str | None) -> str | None:
     if when.tzinfo is not None:
         when = when.astimezone(timezone.utc)
     return when.strftime("%Y-%m-%d %H:%M UTC")
-
-
-def _summary(diag: dict[str, Any], source: Path) -> dict[str, Any]:
-    total = diag.get("total") if isinstance(diag.get("total"), dict) else {}
-    return {
-        "objective": diag.get("objective"),
-        "verdict": diag.get("verdict"),
-        "old_share": total.get("old_share"),
-        "loss_tokens": total.get("loss_tokens"),
-        "mask": (diag.get("settings") or {}).get("mask"),
-        "source": str(source),
-        "reason": None,
-    }
-
-
-def diagnostics_of(spec: str | None) -> dict[str, Any] | None:
-    """The summary of the diagnostics of the run that trained ``spec``'s adapter; None when
-    the spec has no adapter or its run wrote none; an unreadable file gives a reason."""
-    from compatlm.spec import ModelSpec
-    from compatlm.train.diagnostics import DIAGNOSTICS, load_diagnostics
-
-    if not spec:
-        return None
-    try:
-        adapter = ModelSpec.parse(spec).adapter
-    except CompatlmError:
-        return None
-    if adapter is None:
-        return None
-    run = Path(adapter).parent
-    try:
-        diag = load_diagnostics(run)
-    except CompatlmError as err:
-        return {"objective": None, "verdict": None, "source": str(run / DIAGNOSTICS),
-                "reason": str(err)}  # fmt: skip
-    except OSError as err:
-        return {"objective": None, "verdict": None, "source": str(run / DIAGNOSTICS),
-                "reason": f"cannot be read ({err.strerror})"}  # fmt: skip
-    return None if diag is None else _summary(diag, run / DIAGNOSTICS)
-
-
-def collect_diagnostics(
-    comparisons: list[dict[str, Any]], reference: str
-) -> dict[str, dict[str, Any]]:
-    """``{task: {role: summary}}`` for every model compared with ``reference`` whose adapter
-    was trained by a compat run (MUSCLE, PCT, a control)."""
-    out: dict[str, dict[str, Any]] = {}
-    for comp in comparisons:
-        if comp["reference"] != reference:
-            continue
-        spec = ((comp.get("scoring") or {}).get("other") or {}).get("model")
-        found = diagnostics_of(spec)
-        if found is not None:
-            out.setdefault(comp["task"], {})[comp["other"]] = found
-    return out
 
 
 def is_control(role: str, diagnostics: dict[str, Any] | None) -> bool:

@@ -26,9 +26,9 @@ from torch import Tensor
 
 from compatlm.config import dump_config, read_yaml
 from compatlm.errors import CompatlmError
-from compatlm.io import atomic_write_json, atomic_write_text, env_info, prepare_out_dir
+from compatlm.io import atomic_write_json, atomic_write_text, env_info
 from compatlm.models import resolve_dtype
-from compatlm.rundir import check_out_dir, input_paths
+from compatlm.rundir import check_out_dir, input_paths, prepare_out_dir
 from compatlm.train.distributed import zero
 from compatlm.train.distributed.sharding import (
     full_tensors,

@@ -208,13 +208,68 @@ def load_diagnostics(run_dir: str | Path) -> dict[str, Any] | None:
     return data
 
 
+def _training_run(spec: str) -> Path | None:
+    """The run directory that trained ``spec``'s adapter (``BASE+RUN/adapter`` → ``RUN``)."""
+    adapter = ModelSpec.parse(spec).adapter
+    return None if adapter is None else Path(adapter).parent
+
+
 def diagnostics_for_spec(spec: str) -> dict[str, Any] | None:
     """The diagnostics of the run that trained a candidate's adapter (``BASE+RUN/adapter`` →
     ``RUN/diagnostics.json``); None for a spec without an adapter or an untrained one."""
-    adapter = ModelSpec.parse(spec).adapter
-    if adapter is None:
+    run = _training_run(spec)
+    return None if run is None else load_diagnostics(run)
+
+
+def _metrics_summary(diag: dict[str, Any], source: Path) -> dict[str, Any]:
+    total = diag.get("total") if isinstance(diag.get("total"), dict) else {}
+    return {
+        "objective": diag.get("objective"),
+        "verdict": diag.get("verdict"),
+        "old_share": total.get("old_share"),
+        "loss_tokens": total.get("loss_tokens"),
+        "mask": (diag.get("settings") or {}).get("mask"),
+        "source": str(source),
+        "reason": None,
+    }
+
+
+def diagnostics_of(spec: str | None) -> dict[str, Any] | None:
+    """The summary of the diagnostics of the run that trained ``spec``'s adapter; None when
+    the spec has no adapter or its run wrote none; an unreadable file gives a reason."""
+    if not spec:
         return None
-    return load_diagnostics(Path(adapter).parent)
+    try:
+        run = _training_run(spec)
+    except CompatlmError:
+        return None
+    if run is None:
+        return None
+    try:
+        diag = load_diagnostics(run)
+    except CompatlmError as err:
+        return {"objective": None, "verdict": None, "source": str(run / DIAGNOSTICS),
+                "reason": str(err)}  # fmt: skip
+    except OSError as err:
+        return {"objective": None, "verdict": None, "source": str(run / DIAGNOSTICS),
+                "reason": f"cannot be read ({err.strerror})"}  # fmt: skip
+    return None if diag is None else _metrics_summary(diag, run / DIAGNOSTICS)
+
+
+def collect_diagnostics(
+    comparisons: list[dict[str, Any]], reference: str
+) -> dict[str, dict[str, Any]]:
+    """``{task: {role: summary}}`` for every model compared with ``reference`` whose adapter
+    was trained by a compat run (MUSCLE, PCT, a control)."""
+    out: dict[str, dict[str, Any]] = {}
+    for comp in comparisons:
+        if comp["reference"] != reference:
+            continue
+        spec = ((comp.get("scoring") or {}).get("other") or {}).get("model")
+        found = diagnostics_of(spec)
+        if found is not None:
+            out.setdefault(comp["task"], {})[comp["other"]] = found
+    return out
 
 
 # --------------------------------------------------------------------------- budget.json
