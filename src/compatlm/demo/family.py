@@ -42,7 +42,7 @@ log = logging.getLogger(__name__)
 FORMAT_VERSION = 1
 # Bump when the skill generators (skills, skill_corpus, skill_tasks) change; hashed only into
 # skill recipes, so legacy cache keys stay valid.
-SKILLS_FORMAT = 4
+SKILLS_FORMAT = 7
 ROLES = ("old", "new")
 FAMILIES = ("default", "continued", "legacy")
 
@@ -220,12 +220,12 @@ class FamilyRecipe(_Frozen):
 def _skill_weights() -> tuple[dict[str, float], dict[str, float]]:
     """Document-kind weights of the old and new skill views (see skill_corpus.DOC_KINDS).
 
-    Every skill is in both views. The old view favours changed plans, binding (stash),
-    multiplication and two of the chat kinds; the new one favours moved things, addition,
+    Every skill is in both views. The old view favours changed plans, multiplication and two
+    of the chat kinds; the new one favours moved things, addition,
     subtraction, two-step problems and the meeting chats, and is larger overall.
     """
-    shared = {"sick": 1.0, "news": 1.0, "copy": 0.5}
-    old_favours = ("plans", "stash", "mul", "bring", "swap")
+    shared = {"stash": 1.5, "sick": 1.0, "news": 1.0, "copy": 0.5}
+    old_favours = ("plans", "mul", "bring", "swap")
     new_favours = ("moves", "add", "sub", "two_step", "meet")
     old = {**shared, **dict.fromkeys(old_favours, 3.0), **dict.fromkeys(new_favours, 1.0)}
     new = {**shared, **dict.fromkeys(old_favours, 1.0), **dict.fromkeys(new_favours, 3.0)}

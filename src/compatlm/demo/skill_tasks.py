@@ -4,11 +4,13 @@ Same names, kinds and row formats as the legacy tasks (:mod:`compatlm.demo.tasks
 content: every row tests one *skill* (its ``slice``) on a freshly drawn situation from
 :mod:`compatlm.demo.skills`, answerable from the row's own text plus tables shared by all splits.
 
-- ``demo_hellaswag`` (4 endings): ``stash`` (which of four containers holds a thing),
-  ``moves`` (where a thing is after it was moved), ``plans`` (where a once or twice re-planned
-  outing went); every wrong ending names something the story mentions where it can;
-- ``demo_piqa`` (2 solutions): ``where`` (where to look for a thing that may have been moved),
-  ``plan`` (where to find two people whose outing was re-planned);
+- ``demo_hellaswag`` (4 endings): ``count`` (n rows of m things plus some, worked out; endings
+  differ in the product), ``total`` (a sum, likewise), ``moves`` (where a thing is after it was
+  moved), ``plans`` (where a once or twice re-planned outing went; wrong endings name places the
+  story mentions);
+- ``demo_piqa`` (2 solutions): ``crate`` (room for n bags of m things plus some), ``change``
+  (money back), ``where`` (where to look for a thing that may have been moved), ``plan`` (where
+  to find two people whose outing was re-planned);
 - ``demo_gsm8k``: ``add``, ``sub``, ``mul`` (rows of n, plus some), ``two_step`` word problems;
 - ``demo_samsum``: chats whose summary keeps the final decision (``meet``, ``bring``, ``swap``),
   or restates a reason or a name (``sick``, ``news``).
@@ -35,8 +37,8 @@ from compatlm.errors import CompatlmError
 GROUP_FRACTIONS = (0.5, 0.25, 0.25)
 MAX_PER_GROUP = {"train": 2, "validation": 1, "test": 1}
 SLICES: dict[str, tuple[str, ...]] = {
-    "demo_hellaswag": ("stash", "moves", "plans"),
-    "demo_piqa": ("where", "plan"),
+    "demo_hellaswag": ("count", "total", "moves", "plans"),
+    "demo_piqa": ("crate", "change", "where", "plan"),
     "demo_gsm8k": sk.MATH_KINDS,
     "demo_samsum": sk.CHAT_KINDS,
 }
@@ -72,6 +74,13 @@ def _four(right: str, mentioned: list[str], pool: list[str], rng: random.Random)
     return (wrong + rng.sample(extra, len(extra)))[:3]
 
 
+def _near(rng: random.Random, right: int, k: int, steps: list[int]) -> list[int]:
+    """``k`` distinct positive wrong numbers at ``right`` ± one of ``steps`` (plausible slips)."""
+    cands = [right + d for s in steps for d in (s, -s) if right + d > 0 and d != 0]
+    out = list(dict.fromkeys(rng.sample(cands, len(cands))))
+    return [v for v in out if v != right][:k]
+
+
 def _text(rng: random.Random, sentences: list[str]) -> str:
     return " ".join(sentences)
 
@@ -91,6 +100,33 @@ def _hellaswag(rng: random.Random, slice_: str) -> tuple[str, Row] | None:
         ctx = f"{_text(rng, stash_setup(rng, st))} Later, {n} needed the {item}."
         row = _mc(rng, ctx, f" {s} opened the {right}.", [f" {s} opened the {w}." for w in wrong])
         return st.key(item), row
+    if slice_ == "count":
+        # n rows of m things plus some: the endings differ only in the product (a multiplication
+        # fact), each chain adding up consistently after it.
+        p = sk.make_problem(rng, "mul")
+        (a, b, c), who, t = p.numbers, p.people[0].name, p.thing
+        ctx = rng.choice(
+            [
+                f"{who} packed {a} bags with {b} {t} in each and kept {c} more {t} aside.",
+                f"{who} set out {a} rows of {b} {t}, then added {c} more {t}.",
+            ]
+        )
+        prods = [a * b, *_near(rng, a * b, 3, [a, b, 1, 2])]
+        ends = [f" That makes {a} * {b} = {m}, and {m} + {c} = {m + c} {t}." for m in prods]
+        return p.key(), _mc(rng, ctx, ends[0], ends[1:])
+    if slice_ == "total":
+        # Addition in a story; the endings differ in the sum.
+        p = sk.make_problem(rng, "add")
+        (x, y), (a, b), t = p.numbers, p.people, p.thing
+        ctx = rng.choice(
+            [
+                f"{a.name} had {x} {t}. Then {b.name} gave {a.obj} {y} more {t}.",
+                f"{a.name} found {x} {t} in the morning and {y} {t} in the evening.",
+            ]
+        )
+        sums = [p.answer, *_near(rng, p.answer, 3, [1, 2, 10])]
+        ends = [f" So {a.name} had {x} + {y} = {v} {t}." for v in sums]
+        return p.key(), _mc(rng, ctx, ends[0], ends[1:])
     if slice_ == "plans":
         pl = sk.make_plan(rng)
         wrong = _four(pl.final, [*pl.places, pl.rejected], sk.PLACES, rng)
@@ -111,6 +147,22 @@ def _piqa(rng: random.Random, slice_: str) -> tuple[str, Row] | None:
         return st.key(item), _mc(
             rng, ctx, f" Look in the {right}.", [f" Look in the {rng.choice(others)}."]
         )
+    if slice_ == "crate":
+        # How much room a crate needs: the solutions differ in the product.
+        p = sk.make_problem(rng, "mul")
+        (a, b, c), t = p.numbers, p.thing
+        ctx = f"Goal: Pack {a} bags of {b} {t} and {c} loose {t} into one crate.\nSolution:"
+        prods = [a * b, *_near(rng, a * b, 1, [a, b])]
+        sols = [f" Make room for {a} * {b} = {m}, and {m} + {c} = {m + c} {t}." for m in prods]
+        return p.key(), _mc(rng, ctx, sols[0], sols[1:])
+    if slice_ == "change":
+        # Change to expect: the solutions differ in the difference.
+        p = sk.make_problem(rng, "sub")
+        (x, y), t = p.numbers, p.thing
+        ctx = f"Goal: Pay {y} coins for some {t} with {x} coins.\nSolution:"
+        diffs = [p.answer, *_near(rng, p.answer, 1, [10])]  # a slip in the tens
+        sols = [f" Expect {x} - {y} = {d} coins back." for d in diffs]
+        return p.key(), _mc(rng, ctx, sols[0], sols[1:])
     if slice_ == "plan":
         pl = sk.make_plan(rng)
         (a, b), other = pl.people, rng.choice([*pl.places[:-1], pl.rejected])
@@ -146,26 +198,36 @@ def _samsum(seen_dialogues: set[str]) -> Gen:
     return gen
 
 
+def _quotas(size: int, slices: tuple[str, ...]) -> dict[str, int]:
+    """Rows per slice in a split of ``size`` rows: as equal as the division allows."""
+    q, r = divmod(size, len(slices))
+    return {s: q + (i < r) for i, s in enumerate(slices)}
+
+
 def _fill(
     rng: random.Random, seed: int, task: str, sizes: dict[str, int], gen: Gen
 ) -> dict[str, list[Row]]:
     out: dict[str, list[Row]] = {s: [] for s in SPLITS}
-    per_group: dict[str, int] = {}
     slices = SLICES[task]
-    budget = 50 * sum(sizes.values()) + 1000
+    # Equal slice shares in every split: each skill is measured on as many rows as the others.
+    left = {split: _quotas(sizes[split], slices) for split in SPLITS}
+    per_group: dict[str, int] = {}
+    budget = 100 * sum(sizes.values()) + 1000
     for _ in range(budget):
-        if all(len(out[s]) >= sizes[s] for s in SPLITS):
+        open_slices = [s for s in slices if any(left[split][s] for split in SPLITS)]
+        if not open_slices:
             break
-        slice_ = rng.choice(slices)
+        slice_ = rng.choice(open_slices)
         drawn = gen(rng, slice_)
         if drawn is None:
             continue
         key, row = drawn
         split = group_split(seed, task, f"{slice_}|{key}")
         gid = group_id(slice_, key)
-        if len(out[split]) >= sizes[split] or per_group.get(gid, 0) >= MAX_PER_GROUP[split]:
+        if not left[split][slice_] or per_group.get(gid, 0) >= MAX_PER_GROUP[split]:
             continue
         per_group[gid] = per_group.get(gid, 0) + 1
+        left[split][slice_] -= 1
         out[split].append({**row, "group": gid, "slice": slice_})
     short = [s for s in SPLITS if len(out[s]) < sizes[s]]
     if short:
@@ -173,6 +235,8 @@ def _fill(
             f"{task}: cannot draw {sizes[short[0]]} {short[0]} rows from distinct groups;"
             " lower task_sizes in the demo recipe"
         )
+    for rows in out.values():  # the easiest slices filled first; interleave them again
+        rng.shuffle(rows)
     return {
         split: [{"id": f"{task}-{split}-{i:05d}", **row} for i, row in enumerate(rows)]
         for split, rows in out.items()

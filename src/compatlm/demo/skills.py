@@ -158,14 +158,14 @@ def make_problem(rng: random.Random, kind: str) -> Problem:
     people = tuple(cast(rng, 2))
     thing = rng.choice(MATH_THINGS)
     if kind == "add":
-        nums = (rng.randint(2, 25), rng.randint(2, 25))
+        nums = (rng.randint(2, 29), rng.randint(2, 29))
         ans = nums[0] + nums[1]
     elif kind == "sub":
         x = rng.randint(8, 40)
         nums = (x, rng.randint(2, x - 2))
         ans = nums[0] - nums[1]
     elif kind == "mul":  # a boxes of b, plus c loose ones
-        nums = (rng.randint(2, 9), rng.randint(2, 9), rng.randint(2, 9))
+        nums = (rng.randint(2, 9), rng.randint(2, 9), rng.randint(2, 15))
         ans = nums[0] * nums[1] + nums[2]
     elif kind == "two_step":
         x, y = rng.randint(2, 20), rng.randint(2, 20)
