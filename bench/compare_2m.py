@@ -141,6 +141,7 @@ def child_phases(work: Path, bootstrap: int) -> None:
     import compatlm.eval.compare as compare_mod
     import compatlm.eval.compare_io as io_mod
     from compatlm.config import CompareConfig
+    from compatlm.report import render_report
 
     imports = time.perf_counter() - t0
     calls: list[dict] = []
@@ -170,7 +171,9 @@ def child_phases(work: Path, bootstrap: int) -> None:
     timed(io_mod, "_write", "write_flips_metrics_reports")
     cfg = CompareConfig(bootstrap=bootstrap)
     start = time.perf_counter()
-    doc = io_mod.compare_files(work / "old.jsonl", work / "new.jsonl", work / "phases_out", cfg)
+    doc = io_mod.compare_files(
+        work / "old.jsonl", work / "new.jsonl", work / "phases_out", cfg, render=render_report
+    )
     total = time.perf_counter() - start
     summed: dict[str, float] = {}
     cpu: dict[str, float] = {}

@@ -192,8 +192,8 @@ def run_family(name: str, args: argparse.Namespace, work: Path) -> dict[str, Any
             diag = d / "muscle" / "diagnostics.json"
             if diag.is_file():
                 diagnostics[task] = json.loads(diag.read_text(encoding="utf-8")).get("total")
-        val = _task_cfg(fam, task, "validation").model_copy(update={"models": models})
-        train = _task_cfg(fam, task, "train", args.train_rows).model_copy(update={"models": specs})
+        val = _task_cfg(fam, task, "validation").with_models(models)
+        train = _task_cfg(fam, task, "train", args.train_rows).with_models(specs)
         val_cfgs.append(val)
         train_cfgs.append(train)
     runtime = cfg.runtime.model_copy(update={"seed": args.seed})

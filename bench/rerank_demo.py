@@ -58,6 +58,7 @@ def run_seed(demo: Path, seed: int, task: str, args, work: Path) -> dict:
     from compatlm.eval.compare_io import compare_files
     from compatlm.methods.config import RerankConfig
     from compatlm.methods.rerank import run_rerank
+    from compatlm.report import render_report
 
     fam = json.loads((demo / "family.json").read_text(encoding="utf-8"))
     ads = demo / f"seed{seed}" / "adapters" / task
@@ -91,6 +92,7 @@ def run_seed(demo: Path, seed: int, task: str, args, work: Path) -> dict:
         out / "compare",
         CompareConfig(),
         overwrite=True,
+        render=render_report,
     )
     cost = json.loads((out / "rerank_cost.json").read_text(encoding="utf-8"))
     return {

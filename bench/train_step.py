@@ -253,18 +253,25 @@ def child(
 
 
 def _open(directory: Path, spec: str, feats):
+    from compatlm.spec import ModelSpec
     from compatlm.train.cache import TeacherCache
 
     paths = json.loads((directory.parent / "paths.json").read_text())
     return TeacherCache.open(
-        directory, teacher=spec, tokenizer=_tok(paths), k=TOPK, temperature=TEMP, examples=feats
+        directory,
+        teacher=ModelSpec.parse(spec),
+        tokenizer=_tok(paths),
+        k=TOPK,
+        temperature=TEMP,
+        examples=feats,
     )
 
 
 def _tok(paths: dict[str, str]):
     from compatlm.models import load_tokenizer
+    from compatlm.spec import ModelSpec
 
-    return load_tokenizer(paths["new"])
+    return load_tokenizer(ModelSpec.parse(paths["new"]))
 
 
 # --------------------------------------------------------------------------- cache fidelity

@@ -22,6 +22,7 @@ from pydantic import BaseModel, ConfigDict, Field, ValidationError, field_valida
 
 from compatlm import safe_yaml
 from compatlm.errors import CompatlmError, input_error
+from compatlm.spec import ModelSpecField
 
 C = TypeVar("C", bound="StrictModel")
 
@@ -29,6 +30,9 @@ C = TypeVar("C", bound="StrictModel")
 # numpy's SeedSequence/RandomState take 0..2**32-1; a negative seed passed validation and
 # crashed after every model had run.
 Seed = Annotated[int, Field(ge=0, le=2**32 - 1, description="random seed, 0..2**32-1")]
+
+# lm-eval join keys: `doc_id` (lm-eval's own position) or `doc.<field>[.<field>...]`.
+JOIN_KEY_PATTERN = r"doc_id|doc(\.[A-Za-z0-9_\-]+)+"
 
 DEVICES = "auto | cpu | cuda | cuda:N | mps"
 _DEVICE = re.compile(r"auto|cpu|cuda|cuda:\d+|mps")
@@ -106,11 +110,16 @@ class TaskConfig(StrictModel):
     chat_template: bool = Field(
         False, description="generation: wrap the prompt in the tokenizer's chat template"
     )
-    models: dict[str, str] = Field(
+    models: dict[str, ModelSpecField] = Field(
         default_factory=dict,
         description="per-task ModelSpec by role (each task has its own adapter): overrides"
         " old/new/candidates for this task; a role named only here is evaluated on this task only",
     )
+
+    def with_models(self, models: dict[str, Any]) -> TaskConfig:
+        """This task with ``models`` replaced and validated (``model_copy(update=...)`` would
+        keep the strings unparsed, and a nested config is not validated again)."""
+        return TaskConfig.model_validate({**self.model_dump(), "models": models})
 
 
 class CompareConfig(StrictModel):
@@ -136,18 +145,50 @@ class CompareConfig(StrictModel):
     fail_if: list[str] = Field(
         default_factory=list, description='gate conditions, e.g. "negative_flip_rate>0.02"'
     )
+    # Not dumped with the other settings (metrics.json of every other comparison stays as it
+    # was): compare_files records it under settings.join_key when one is given.
+    join_key: str | None = Field(
+        None,
+        exclude=True,
+        description="lm-eval samples files in `compare OLD NEW`: the field that becomes"
+        " example_id, doc_id (default) or doc.<field> of the logged doc (e.g. doc.id, to join"
+        " with a compatlm file whose ids are the task rows' id)",
+    )
+
+    @field_validator("join_key")
+    @classmethod
+    def _join_key_shape(cls, value: str | None) -> str | None:
+        if value is not None and not re.fullmatch(JOIN_KEY_PATTERN, value):
+            raise ValueError("expected doc_id or doc.<field> (e.g. doc.id)")
+        return value
 
 
 class EvalConfig(StrictModel):
     """``compatlm eval``: score old, new and candidates on tasks, then compare and report."""
 
-    old: str = Field(description="ModelSpec of the old version: base[@rev][+adapter[@rev]]")
-    new: str = Field(description="ModelSpec of the new version")
-    candidates: dict[str, str] = Field(default_factory=dict, description="name -> ModelSpec")
+    old: ModelSpecField = Field(
+        description="ModelSpec of the old version: base[@rev][+adapter[@rev]]"
+    )
+    new: ModelSpecField = Field(description="ModelSpec of the new version")
+    candidates: dict[str, ModelSpecField] = Field(
+        default_factory=dict, description="name -> ModelSpec"
+    )
     tasks: list[TaskConfig]
     runtime: RuntimeConfig = RuntimeConfig()
     compare: CompareConfig = CompareConfig()
     out: str | None = Field(None, description="run directory (the --out flag wins)")
+
+    @field_validator("compare")
+    @classmethod
+    def _no_join_key(cls, value: CompareConfig) -> CompareConfig:
+        # eval writes compatlm predictions, which join on example_id: a join key here would be
+        # ignored, or refused only after every model had been scored.
+        if value.join_key is not None:
+            raise ValueError(
+                "compare.join_key applies to lm-eval samples files in `compatlm compare OLD NEW`;"
+                " eval predictions join on example_id"
+            )
+        return value
 
 
 def _valid_keys(cls: type[BaseModel]) -> list[str]:
@@ -279,8 +320,10 @@ def build_config(cls: type[C], data: dict[str, Any], source: str = "config") -> 
         first = err.errors()[0]
         loc = ".".join(str(p) for p in first["loc"]) or "(top)"
         found = first.get("input")
-        found_s = "" if isinstance(found, dict) else f", found {found!r}"
         msg = first["msg"].removeprefix("Value error, ")
+        # A message that already quotes the value (a model spec's) need not repeat it.
+        said = isinstance(found, dict) or (isinstance(found, str) and repr(found) in msg)
+        found_s = "" if said else f", found {found!r}"
         raise CompatlmError(f"{source}: field {loc!r}: {msg}{found_s}") from None
 
 

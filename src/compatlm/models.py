@@ -161,11 +161,10 @@ def _check_local_weights(path: Path, allow_pickle: bool, what: str) -> None:
         )
 
 
-def load_tokenizer(spec: ModelSpec | str, runtime: RuntimeConfig | None = None) -> Any:
+def load_tokenizer(spec: ModelSpec, runtime: RuntimeConfig | None = None) -> Any:
     """The tokenizer of the spec's base, with a pad token guaranteed (pad = eos if missing)."""
     from transformers import AutoTokenizer
 
-    spec = ModelSpec.parse(spec)
     runtime = runtime or RuntimeConfig()
     _require_path(spec.base, "base model")
     source = _hf_base(spec)
@@ -226,12 +225,11 @@ def require_same_tokenizer(
         )
 
 
-def base_config(spec: ModelSpec | str, runtime: RuntimeConfig | None = None) -> Any:
+def base_config(spec: ModelSpec, runtime: RuntimeConfig | None = None) -> Any:
     """The transformers config of ``spec``'s base; a local ``config.json`` is validated first
     (JSON object, known ``model_type``) so its problems name the file and field."""
     from transformers import AutoConfig
 
-    spec = ModelSpec.parse(spec)
     runtime = runtime or RuntimeConfig()
     _require_path(spec.base, "base model")
     spec = _hf_base(spec)
@@ -253,13 +251,10 @@ def base_config(spec: ModelSpec | str, runtime: RuntimeConfig | None = None) -> 
         raise _base_error(spec, "read its config", err) from None
 
 
-def meta_base(
-    spec: ModelSpec | str, runtime: RuntimeConfig | None = None, config: Any = None
-) -> Any:
+def meta_base(spec: ModelSpec, runtime: RuntimeConfig | None = None, config: Any = None) -> Any:
     """The base model of ``spec`` built on the meta device (shapes only, no weights loaded)."""
     from transformers import AutoModelForCausalLM
 
-    spec = ModelSpec.parse(spec)
     runtime = runtime or RuntimeConfig()
     config = config if config is not None else base_config(spec, runtime)
     try:
@@ -292,6 +287,9 @@ def preflight(
     ``tasks`` (resolved tasks this model will run) are tokenised with the base's tokenizer to
     check every example fits the context length (:mod:`compatlm.tasks.fit`); ``checked``
     remembers (tokenizer, max length, task) triples already checked across calls.
+
+    A string is parsed here (as in :func:`load_model`): these two are the library's entry
+    points for callers without a config; everything behind them takes a ModelSpec.
     """
     spec = ModelSpec.parse(spec)
     runtime = runtime or RuntimeConfig()
@@ -320,7 +318,7 @@ def preflight(
 
 
 def check_lora_head(
-    spec: ModelSpec | str, target_modules: Any = None, runtime: RuntimeConfig | None = None
+    spec: ModelSpec, target_modules: Any = None, runtime: RuntimeConfig | None = None
 ) -> None:
     """Train-time guard: refuse a LoRA on an output head tied to the input embeddings (merging
     it changes the input embeddings too; lm-eval's peft loading breaks on it).
@@ -328,7 +326,6 @@ def check_lora_head(
     ``target_modules`` are those of a fresh LoRA; when ``spec`` names an adapter (training
     continues it), the adapter's own ``target_modules`` and saved tensors decide.
     """
-    spec = ModelSpec.parse(spec)
     runtime = runtime or RuntimeConfig()
     skeleton = meta_base(spec, runtime)
     if spec.adapter is not None:

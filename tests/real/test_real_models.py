@@ -24,6 +24,7 @@ from compatlm.errors import CompatlmError
 from compatlm.gguf import resolve_spec
 from compatlm.models import check_lora_head, load_model
 from compatlm.prompts import encode_choices
+from compatlm.spec import ModelSpec
 
 pytestmark = pytest.mark.real
 
@@ -88,7 +89,9 @@ def test_lora_on_a_gguf_base_trains_and_reloads_identically(smollm2, tmp_path):
     from peft import LoraConfig, get_peft_model
 
     with pytest.raises(CompatlmError, match="ties to its input embeddings"):
-        check_lora_head(str(smollm2), ["lm_head"])  # the tied head is refused for training
+        check_lora_head(
+            ModelSpec(str(smollm2)), ["lm_head"]
+        )  # the tied head is refused for training
     loaded = load_model(str(smollm2), trainable=True, runtime=CPU)
     model = get_peft_model(
         loaded.model, LoraConfig(r=4, lora_alpha=8, target_modules=["q_proj", "v_proj"])

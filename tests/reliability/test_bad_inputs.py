@@ -125,8 +125,8 @@ CASES = [
     Case("cmp-no-out", f"compare {OLD} ${{preds}}/good_new.jsonl", ("needs --out",)),
     Case("report-no-metrics", "report ${preds}", ("metrics.json", "not found")),
     # ---- model specs -----------------------------------------------------------------------
-    Case("spec-two-plus", "eval ${cfg}/spec_two_plus.yaml --out ${out}", ("old: model spec 'a+b+c'", "more than one '+'")),
-    Case("spec-empty", "eval ${cfg}/spec_empty.yaml --out ${out}", ("old: model spec ''", "empty")),
+    Case("spec-two-plus", "eval ${cfg}/spec_two_plus.yaml --out ${out}", ("spec_two_plus.yaml: field 'old': model spec 'a+b+c'", "more than one '+'")),
+    Case("spec-empty", "eval ${cfg}/spec_empty.yaml --out ${out}", ("spec_empty.yaml: field 'old': model spec ''", "empty")),
     Case("spec-base-not-a-model", "eval ${cfg}/base_not_a_model.yaml --out ${out}", ("new: base model", "tasks", "no config.json")),
     Case("spec-missing-base", "eval ${cfg}/spec_missing_base.yaml --out ${out}", ("new: base model", "no_such_model", "does not exist")),
     # ---- adapters --------------------------------------------------------------------------

@@ -12,6 +12,7 @@ from compatlm.cli import main
 from compatlm.config import RuntimeConfig, TaskConfig
 from compatlm.errors import CompatlmError
 from compatlm.eval.noise import measure_noise, score_changes
+from compatlm.spec import ModelSpec
 
 FIELDS = ("instances", "choice_changes", "max_abs_margin_change", "noise_margin")
 
@@ -48,7 +49,7 @@ def test_measure_noise_batch_sizes_and_dtype(tiny_family, small_eval_config):
         if "path: " in line
     )
     task = TaskConfig(name="tiny_mc", path=task_path, metric="acc_norm")
-    spec = f"{tiny_family['new']}+{tiny_family['new_adapter']}"
+    spec = ModelSpec.parse(f"{tiny_family['new']}+{tiny_family['new_adapter']}")
     runtime = RuntimeConfig(device="cpu", progress=False)
     doc = measure_noise(spec, task, runtime, batch_sizes=(1, 8))
     assert set(FIELDS) <= set(doc)
@@ -65,7 +66,7 @@ def test_measure_noise_refuses_generation(tmp_path):
     gen = tmp_path / "gen.jsonl"
     gen.write_text(json.dumps({"id": "g", "prompt": "2+2=", "reference": "4"}) + "\n")
     with pytest.raises(CompatlmError, match="multiple-choice"):
-        measure_noise("unused", TaskConfig(name="g", path=str(gen)), RuntimeConfig())
+        measure_noise(ModelSpec("unused"), TaskConfig(name="g", path=str(gen)), RuntimeConfig())
 
 
 def test_eval_with_noise_batch_size_writes_noise_json(small_eval_config, tmp_path):

@@ -21,6 +21,7 @@ import pytest
 from contract import refused
 
 from compatlm.errors import CompatlmError
+from compatlm.spec import ModelSpec
 from helpers import save_lora
 
 CORPUS = Path(__file__).parent / "corpus"
@@ -260,11 +261,11 @@ def test_continuing_an_adapter_on_a_tied_head_is_refused(tied, tmp_path, capsys,
 def test_tied_head_check_allows_what_is_safe(tied, tiny_family):
     from compatlm.models import check_lora_head
 
-    check_lora_head(str(tied["base"]), "all-linear")  # PEFT leaves the output head out
-    check_lora_head(str(tied["base"]), ["q_proj", "v_proj"])
-    check_lora_head(str(tiny_family["new"]), ["q_proj", "lm_head"])  # untied: mergeable
+    check_lora_head(ModelSpec(str(tied["base"])), "all-linear")  # PEFT leaves the output head out
+    check_lora_head(ModelSpec(str(tied["base"])), ["q_proj", "v_proj"])
+    check_lora_head(ModelSpec(str(tiny_family["new"])), ["q_proj", "lm_head"])  # untied: mergeable
     with pytest.raises(CompatlmError, match="tie_word_embeddings=False"):
-        check_lora_head(str(tied["base"]), ["lm_head"])
+        check_lora_head(ModelSpec(str(tied["base"])), ["lm_head"])
 
 
 def test_evaluating_an_adapter_on_a_tied_head_only_warns(tied, caplog, monkeypatch):

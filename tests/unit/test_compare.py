@@ -12,6 +12,7 @@ from compatlm.errors import CompatlmError
 from compatlm.eval.compare import compare_sets
 from compatlm.eval.compare_io import compare_files, compare_run
 from compatlm.eval.records import load_predictions
+from compatlm.report import render_report
 
 # Same 10-instance case as test_metrics: old right on 0-6, new right on 0,1,2,3,7; target 0.
 OLD_PARSED = [0, 0, 0, 0, 0, 0, 0, 1, 2, 3]
@@ -250,11 +251,15 @@ def test_compare_files_writes_everything(tmp_path):
     assert comp["files"]["flips"] == "flips/demo_mc/old_vs_new.jsonl"
     flips = [json.loads(x) for x in (out / comp["files"]["flips"]).read_text().splitlines()]
     assert [f["example_id"] for f in flips] == ["ex4", "ex5", "ex6", "ex7", "ex9"]
-    assert (out / "report.md").is_file() and (out / "report.html").is_file()
+    # Evaluation renders nothing by itself: the reports come from the renderer a caller passes.
+    written = sorted(p.name for p in out.iterdir() if not p.name.startswith("."))
+    assert written == ["flips", "metrics.json"]
     with pytest.raises(CompatlmError, match="not empty; pass --overwrite"):
         compare_files(a, b, out, CFG)
-    compare_files(a, b, out, CFG, overwrite=True)
+    compare_files(a, b, out, CFG, overwrite=True, render=render_report)
     assert json.loads((out / "metrics.json").read_text())["settings"]["bootstrap"] == 0
+    assert (out / "report.md").is_file() and (out / "report.html").is_file()
+    assert list((out / "plots").glob("*.png"))
 
 
 def test_compare_files_refuses_to_overwrite_its_inputs(tmp_path):
@@ -296,6 +301,18 @@ def test_compare_run_with_candidate(tmp_path):
         "old_vs_muscle.jsonl",
         "old_vs_new.jsonl",
     ]
+
+
+def test_compare_run_without_renderer_drops_the_reports_of_the_previous_set(tmp_path):
+    run = tmp_path / "run"
+    pred = run / "predictions" / "demo_mc"
+    write(pred / "old.jsonl", [line(i, "old", p) for i, p in enumerate(OLD_PARSED)])
+    write(pred / "new.jsonl", [line(i, "new", p) for i, p in enumerate(NEW_PARSED)])
+    compare_run(run, CFG, render=render_report)
+    assert (run / "report.md").is_file() and list((run / "plots").glob("*.png"))
+    compare_run(run, CFG)  # a new set without reports: the old ones would describe another
+    assert not (run / "report.md").exists() and not (run / "report.html").exists()
+    assert not (run / "plots").exists() and (run / "metrics.json").is_file()
 
 
 def test_compare_run_needs_reference(tmp_path):

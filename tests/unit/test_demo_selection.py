@@ -202,7 +202,8 @@ def seed_flow(tmp_path, monkeypatch):
         split = ecfg.tasks[0].split
         # What each task's selection file said when this evaluation was asked for.
         seen = {t.name: (out / "selection" / f"{t.name}.json").is_file() for t in ecfg.tasks}
-        calls.append((split, {t.name: dict(t.models) for t in ecfg.tasks}, seen))
+        specs = {t.name: {r: m.format() for r, m in t.models.items()} for t in ecfg.tasks}
+        calls.append((split, specs, seen))
         comps = []
         for t in ecfg.tasks:
             assert Path(t.path).name == f"{split}.jsonl"
@@ -217,6 +218,9 @@ def seed_flow(tmp_path, monkeypatch):
         return run_dir
 
     monkeypatch.setattr(ep, "run_eval", fake_eval)
+    # The fake metrics.json holds only what selection reads; the seed renders each eval run.
+    rendered: list[Path] = []
+    monkeypatch.setattr("compatlm.report.render_report", lambda run, **_: rendered.append(run))
     monkeypatch.setattr(sr, "train_task_adapter", lambda cfg, f, base, t, s, o: f"{o}/adapter")
     monkeypatch.setattr(sr, "train_muscle", lambda cfg, f, old, new, t, s, o: f"{o}/adapter")
     monkeypatch.setattr(sr, "train_control", lambda name, mcfg, o: f"nb+{o}/adapter")
@@ -225,6 +229,7 @@ def seed_flow(tmp_path, monkeypatch):
     result = sr.run_seed(
         cfg, _Family(tmp_path / "fam"), ["a", "b"], cfg.alternatives, 0, out, points
     )
+    assert rendered == [out / "validation", out / "eval"]  # eval renders nothing itself
     return result, calls, out
 
 

@@ -15,6 +15,7 @@ from compatlm.methods.config import InterpolateConfig
 from compatlm.methods.interpolate import interpolate_adapters
 from compatlm.methods.registry import get_method
 from compatlm.models import load_model
+from compatlm.spec import ModelSpec
 
 IDS = torch.tensor([[1, 5, 9, 12, 40, 7]])
 PREFIX = "base_model.model."
@@ -114,7 +115,7 @@ def test_interpolate_alpha_out_of_range(tiny_family, tmp_path):
         interpolate_adapters(
             tiny_family["old_adapter"],
             tiny_family["new_adapter"],
-            str(tiny_family["new"]),
+            ModelSpec(str(tiny_family["new"])),
             tmp_path,
             alpha=-0.2,
         )
@@ -133,12 +134,16 @@ def test_interpolate_module_sets_must_match_unless_zero(tiny_family, tmp_path):
     q_only = save_lora(tiny_family["new"], tmp_path / "q_only", seed=5, r=2, targets=["q_proj"])
     with pytest.raises(CompatlmError, match="does not target .*missing_modules=zero"):
         interpolate_adapters(
-            tiny_family["old_adapter"], q_only, str(tiny_family["new"]), tmp_path / "e", alpha=0.5
+            tiny_family["old_adapter"],
+            q_only,
+            ModelSpec(str(tiny_family["new"])),
+            tmp_path / "e",
+            alpha=0.5,
         )
     interpolate_adapters(
         tiny_family["old_adapter"],
         q_only,
-        str(tiny_family["new"]),
+        ModelSpec(str(tiny_family["new"])),
         tmp_path / "z",
         alpha=0.25,
         missing_modules="zero",
@@ -156,7 +161,7 @@ def test_interpolate_refuses_adapter_of_other_size(tiny_family, tmp_path):
         interpolate_adapters(
             tiny_family["wide_adapter"],
             tiny_family["new_adapter"],
-            str(tiny_family["new"]),
+            ModelSpec(str(tiny_family["new"])),
             tmp_path,
             alpha=0.5,
         )

@@ -14,6 +14,7 @@ from compatlm.methods.config import PortConfig
 from compatlm.methods.port import port_adapter
 from compatlm.methods.registry import get_method
 from compatlm.models import load_model
+from compatlm.spec import ModelSpec
 
 IDS = torch.tensor([[1, 5, 9, 12, 40, 7]])
 
@@ -72,13 +73,17 @@ def test_port_alpha_zero_is_the_bare_new_base(tiny_family, tmp_path):
 
 def test_port_of_wide_adapter_onto_new_is_refused(tiny_family, tmp_path):
     with pytest.raises(CompatlmError, match="another size"):
-        port_adapter(tiny_family["wide_adapter"], str(tiny_family["new"]), tmp_path / "a")
+        port_adapter(
+            tiny_family["wide_adapter"], ModelSpec(str(tiny_family["new"])), tmp_path / "a"
+        )
     assert not (tmp_path / "a").exists()
 
 
 def test_port_negative_alpha_is_refused(tiny_family, tmp_path):
     with pytest.raises(CompatlmError, match="alpha: must be >= 0"):
-        port_adapter(tiny_family["old_adapter"], str(tiny_family["new"]), tmp_path, alpha=-0.1)
+        port_adapter(
+            tiny_family["old_adapter"], ModelSpec(str(tiny_family["new"])), tmp_path, alpha=-0.1
+        )
     data = {"old": "a+b", "new": "c", "alpha": -1}
     with pytest.raises(CompatlmError, match="'alpha'.*greater than or equal to 0"):
         build_config(PortConfig, data)

@@ -14,6 +14,7 @@ from compatlm.errors import CompatlmError
 from compatlm.methods.config import TaskArithmeticConfig, TaskVector
 from compatlm.methods.registry import get_method
 from compatlm.methods.task_arithmetic import size_ratio_weight, task_arithmetic
+from compatlm.spec import ModelSpec
 
 PREFIX = "base_model.model."
 
@@ -63,7 +64,7 @@ def test_task_arithmetic_with_full_model_vector_is_exact(tiny_family, tmp_path):
         TaskVector(model=str(tmp_path / "ft"), base=str(tiny_family["old"]), weight=0.5),
         TaskVector(adapter=str(tiny_family["new_adapter"]), weight=0.25),
     ]
-    spec, details = task_arithmetic(str(tiny_family["new"]), vectors, tmp_path / "c")
+    spec, details = task_arithmetic(ModelSpec(str(tiny_family["new"])), vectors, tmp_path / "c")
     assert spec.format() == str(tmp_path / "c" / "model") and details["dtype"] == "float32"
     saved = load_file(str(tmp_path / "c" / "model" / "model.safetensors"))
     new = load_file(str(tiny_family["new"] / "model.safetensors"))
@@ -80,10 +81,10 @@ def test_task_arithmetic_with_full_model_vector_is_exact(tiny_family, tmp_path):
 def test_task_arithmetic_refuses_other_architectures(tiny_family, tmp_path):
     wide = [TaskVector(model=str(tiny_family["wide"]), base=str(tiny_family["wide"]))]
     with pytest.raises(CompatlmError, match="architectures differ"):
-        task_arithmetic(str(tiny_family["new"]), wide, tmp_path / "w")
+        task_arithmetic(ModelSpec(str(tiny_family["new"])), wide, tmp_path / "w")
     wide_ad = [TaskVector(adapter=str(tiny_family["wide_adapter"]))]
     with pytest.raises(CompatlmError, match="another size"):
-        task_arithmetic(str(tiny_family["new"]), wide_ad, tmp_path / "a")
+        task_arithmetic(ModelSpec(str(tiny_family["new"])), wide_ad, tmp_path / "a")
 
 
 def test_task_arithmetic_config_errors(tiny_family, tmp_path):
@@ -95,8 +96,8 @@ def test_task_arithmetic_config_errors(tiny_family, tmp_path):
         build_config(TaskArithmeticConfig, {"base": "b", "vectors": []})
     full = [TaskVector(model=str(tiny_family["old"]), base=str(tiny_family["old"]))]
     with pytest.raises(CompatlmError, match="output: 'adapter' needs every vector"):
-        task_arithmetic(str(tiny_family["new"]), full, tmp_path, output="adapter")
-    with_adapter = f"{tiny_family['new']}+{tiny_family['new_adapter']}"
+        task_arithmetic(ModelSpec(str(tiny_family["new"])), full, tmp_path, output="adapter")
+    with_adapter = ModelSpec.parse(f"{tiny_family['new']}+{tiny_family['new_adapter']}")
     with pytest.raises(CompatlmError, match="give the bare base"):
         task_arithmetic(with_adapter, full, tmp_path)
 

@@ -47,7 +47,7 @@ def evil_run(tmp_path: Path) -> Path:
     a = write(tmp_path / "old.jsonl", old)
     b = write(tmp_path / "new.jsonl", new)
     out = tmp_path / "out"
-    compare_files(a, b, out, CompareConfig(bootstrap=50))
+    compare_files(a, b, out, CompareConfig(bootstrap=50), render=render_report)
     return out
 
 
@@ -105,7 +105,7 @@ def test_flip_list_is_capped(tmp_path):
     a = write(tmp_path / "a.jsonl", [{"example_id": str(i), "correct": True} for i in range(n)])
     b = write(tmp_path / "b.jsonl", [{"example_id": str(i), "correct": False} for i in range(n)])
     out = tmp_path / "out"
-    compare_files(a, b, out, CompareConfig(bootstrap=0))
+    compare_files(a, b, out, CompareConfig(bootstrap=0), render=render_report)
     html = (out / "report.html").read_text()
     assert html.count('<details class="flip') == FLIP_LIST_CAP
     assert f"Showing the first {FLIP_LIST_CAP} (negative flips first); all {n} are in" in html

@@ -168,6 +168,9 @@ def test_tokenizer_mismatch_is_refused(tiny_family, data, tmp_path):
     with pytest.raises(CompatlmError, match="token-level distillation needs a shared vocabulary"):
         train_compat(cfg, tmp_path / "run")
     assert not (tmp_path / "run").exists()  # refused before anything was written
+    # The refusal states the method's limitation (the paper's), not just a mismatch.
+    with pytest.raises(CompatlmError, match=r"MUSCLE \(arXiv 2407\.09435\).*keep the tokenizer"):
+        train_compat(cfg, tmp_path / "run")
 
 
 def test_task_models_must_name_adapters(tiny_family, data, tmp_path):

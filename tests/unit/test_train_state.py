@@ -1,5 +1,6 @@
-"""The loop's typed per-epoch sums and resumable state (compatlm.train.state), and the layout
-rule of compatlm.train: components never import a recipe, and nothing imports in a cycle."""
+"""The loop's typed per-epoch sums and resumable state (compatlm.train.state), and the layering
+rules: in compatlm.train components never import a recipe and nothing imports in a cycle;
+compatlm.eval never imports compatlm.report (evaluation writes metrics.json, callers render)."""
 
 from __future__ import annotations
 
@@ -14,7 +15,8 @@ from compatlm.train.diagnostics import COUNT_KEYS
 from compatlm.train.losses import LossOutput
 from compatlm.train.state import EpochSums, LoopState
 
-TRAIN = Path(__file__).parents[2] / "src" / "compatlm" / "train"
+SRC = Path(__file__).parents[2] / "src"
+TRAIN = SRC / "compatlm" / "train"
 
 
 def _out(loss: float, ce: float, kd: float, n: int, n_old: int, **counts: int) -> LossOutput:
@@ -88,19 +90,30 @@ def test_state_json_keeps_sums_as_a_flat_list_in_its_place():
     assert back == state and isinstance(back.sums, EpochSums)
 
 
-def _train_imports(path: Path) -> set[str]:
-    """compatlm.train modules ``path`` imports anywhere (top level or inside a function)."""
+def _imports(path: Path, prefix: str, root: Path = SRC) -> set[str]:
+    """Modules under ``prefix`` that ``path`` imports anywhere (top level or inside a function);
+    relative imports are resolved against ``path``'s package (``root`` holds ``compatlm/``)."""
+    package = _module(path, root).split(".")
+    if path.name != "__init__.py":
+        package = package[:-1]
     found = set()
     for node in ast.walk(ast.parse(path.read_text(encoding="utf-8"))):
-        if isinstance(node, ast.ImportFrom) and node.module:
-            found |= {node.module, *(f"{node.module}.{a.name}" for a in node.names)}
+        if isinstance(node, ast.ImportFrom):
+            base = package[: len(package) - node.level + 1] if node.level else []
+            module = ".".join([*base, *([node.module] if node.module else [])])
+            found |= {module, *(f"{module}.{a.name}" for a in node.names)}
         elif isinstance(node, ast.Import):
             found |= {a.name for a in node.names}
-    return {m for m in found if m.startswith("compatlm.train")}
+    return {m for m in found if m == prefix or m.startswith(prefix + ".")}
 
 
-def _module(path: Path) -> str:
-    parts = path.relative_to(TRAIN.parents[1]).with_suffix("").parts
+def _train_imports(path: Path) -> set[str]:
+    """compatlm.train modules ``path`` imports anywhere (top level or inside a function)."""
+    return _imports(path, "compatlm.train")
+
+
+def _module(path: Path, root: Path = SRC) -> str:
+    parts = path.relative_to(root).with_suffix("").parts
     return ".".join(parts[:-1] if parts[-1] == "__init__" else parts)
 
 
@@ -126,3 +139,23 @@ def test_components_never_import_a_recipe_and_nothing_imports_in_a_cycle():
     for m in graph:
         if m not in seen:
             visit(m, [m])
+
+
+def test_eval_never_imports_report():
+    # Reports are rendered by the callers of compare (the CLI, the demo, sweeps): evaluation
+    # must write metrics.json without the report layer (and matplotlib) behind it.
+    paths = sorted((SRC / "compatlm" / "eval").rglob("*.py"))
+    assert len(paths) > 10
+    offenders = {_module(p): sorted(_imports(p, "compatlm.report")) for p in paths}
+    assert {m: deps for m, deps in offenders.items() if deps} == {}
+
+
+def test_the_import_scan_sees_imports_inside_functions_and_relative_ones(tmp_path):
+    pkg = tmp_path / "compatlm" / "eval"
+    pkg.mkdir(parents=True)
+    mod = pkg / "x.py"
+    mod.write_text(
+        "def f():\n    from ..report import render_report\n    import compatlm.report.html\n"
+    )
+    found = _imports(mod, "compatlm.report", root=tmp_path)
+    assert found == {"compatlm.report", "compatlm.report.render_report", "compatlm.report.html"}

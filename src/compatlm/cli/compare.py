@@ -23,11 +23,15 @@ examples:
   compatlm compare old.jsonl new.jsonl --out runs/cmp --overwrite \\
       --fail-if "negative_flip_rate>0.02" --fail-if "piqa:backward_trust_compatibility<0.9"
   compatlm compare samples_gsm8k_old.jsonl samples_gsm8k_new.jsonl --out runs/lm --filter strict-match
+  compatlm compare predictions/piqa/old.jsonl samples_piqa_new.jsonl --out runs/mix --join-key doc.id
   compatlm compare runs/eval                  # recompare a run dir's predictions/<task>/<role>.jsonl
   compatlm compare runs/eval --fail-if "old_vs_muscle:negative_flip_rate>0.01"
 
 Inputs: compatlm prediction files, minimal JSONL lines ({"example_id": "7", "correct": true, ...})
 or lm-eval --log_samples files (samples_<task>_<date>.jsonl).
+lm-eval rows join on doc_id (the doc's position in lm-eval's dataset); --join-key doc.FIELD
+joins them on a field of the logged doc instead, e.g. doc.id to meet a compatlm file whose
+example_id is the task rows' "id" (the key must be a string or integer, unique, on every row).
 --fail-if syntax: [task:][reference_vs_other:]metric OP number, OP in > >= < <= == !=;
 without a reference_vs_other scope it applies to every comparison against the old model.
 Exit codes: 0 ok, 1 a --fail-if condition held, 2 bad input, 3 internal error.
@@ -89,6 +93,12 @@ def register(subparsers: argparse._SubParsersAction) -> None:
     p.add_argument(
         "--metric", help="lm-eval samples: metric deciding correct (default acc/exact_match)"
     )
+    p.add_argument(
+        "--join-key",
+        metavar="doc.FIELD",
+        help="lm-eval samples: join on this field of the logged doc instead of doc_id"
+        " (compare.join_key)",
+    )
     p.add_argument("--reference", default="old", help="run dir mode: reference role (default old)")
     p.add_argument("--baseline", default="new", help="run dir mode: baseline for candidates (new)")
     p.set_defaults(func=run_compare)
@@ -104,6 +114,7 @@ def _config(args: argparse.Namespace):
         "seed": args.seed,
         "allow_prompt_mismatch": args.allow_prompt_mismatch,
         "allow_metric_mismatch": args.allow_metric_mismatch,
+        "join_key": args.join_key,
     }
     return load_config(
         CompareConfig,
@@ -118,6 +129,7 @@ def run_compare(args: argparse.Namespace) -> int:
     from compatlm.errors import CompatlmError
     from compatlm.eval.compare_io import compare_files, compare_run
     from compatlm.eval.gate import parse_conditions
+    from compatlm.report import render_report
 
     cfg = _config(args)
     conditions = parse_conditions(cfg.fail_if)  # bad gate syntax fails before any work
@@ -134,12 +146,14 @@ def run_compare(args: argparse.Namespace) -> int:
             filter=args.filter,
             metric=args.metric,
             inputs=[args.config] if args.config else [],
+            render=render_report,  # the reports are part of the set compare swaps in
         )
         out = Path(args.out)
     elif len(args.inputs) == 1 and Path(args.inputs[0]).is_dir():
-        if args.out or args.filter or args.metric:
+        if args.out or args.filter or args.metric or args.join_key:
             raise CompatlmError(
-                "compare RUN_DIR writes into RUN_DIR; --out/--filter/--metric apply to two files"
+                "compare RUN_DIR writes into RUN_DIR; --out/--filter/--metric/--join-key apply"
+                " to two files"
             )
         out = Path(args.inputs[0])
         doc = compare_run(
@@ -148,6 +162,7 @@ def run_compare(args: argparse.Namespace) -> int:
             reference=args.reference,
             baseline=args.baseline,
             noise_margin=args.noise_margin,
+            render=render_report,
         )
     else:
         raise CompatlmError(

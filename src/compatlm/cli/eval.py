@@ -67,12 +67,14 @@ def register(subparsers: argparse._SubParsersAction) -> None:
 def run_eval_command(args: argparse.Namespace) -> int:
     from compatlm.eval.pipeline import run_eval
     from compatlm.models import resolve_device
+    from compatlm.report import render_report
 
     cfg = load_eval_config(args.config, args.overrides, args.fail_if)
     out = require_out(args.out, cfg.out)
     check_eval_config(cfg)
     resolve_device(cfg.runtime.device)  # here, not in validate: a GPU config checks anywhere
     run = run_eval(cfg, out, overwrite=args.overwrite, resume=args.resume, inputs=[args.config])
+    render_report(run)  # eval writes metrics.json and flips; the reports are rendered here
     print_existing(run, WRITTEN)
     if not cfg.compare.fail_if:
         return 0

@@ -54,7 +54,7 @@ def load_eval_config(
 
 def check_eval_config(cfg: EvalConfig) -> list[dict[str, Any]]:
     """Everything checkable without loading a model; returns each task's effective settings."""
-    from compatlm.eval.pipeline import roles_of
+    from compatlm.eval.roles import roles_of
     from compatlm.tasks import check_task_config
 
     roles_of(cfg)

@@ -118,21 +118,21 @@ def select_on_validation(
     """Evaluate old, new, every point and the controls on each task's validation split, apply
     the selection rule to that run's metrics.json and write ``selection/<task>.json``."""
     from compatlm.eval.pipeline import run_eval
+    from compatlm.report import render_report
 
     val_cfgs = []
     for task, runs in trained.items():
         models = {"old": runs.old, "new": runs.new}
         models |= {role: spec for role, _, spec in runs.points} | runs.controls
         val_cfgs.append(
-            task_cfg(family, task, "validation", cfg.select.limit_validation).model_copy(
-                update={"models": models}
-            )
+            task_cfg(family, task, "validation", cfg.select.limit_validation).with_models(models)
         )
     runtime = cfg.runtime.model_copy(update={"seed": seed})
     ecfg = EvalConfig(
         old=str(family.old_dir), new=str(family.new_dir), tasks=val_cfgs, runtime=runtime
     )
     run = run_eval(ecfg, out / "validation", resume=True)
+    render_report(run)  # eval renders nothing itself; the validation run keeps its reports
     val_doc = json.loads((run / "metrics.json").read_text(encoding="utf-8"))
     docs = {}
     for task, runs in trained.items():
@@ -226,6 +226,7 @@ def run_seed(
     The order is the guarantee that test data cannot influence the choice: no test TaskConfig
     exists until every selection file of the seed is on disk."""
     from compatlm.eval.pipeline import run_eval
+    from compatlm.report import render_report
 
     trained = {
         task: train_for_selection(cfg, family, task, seed, out / "adapters" / task, points)
@@ -244,16 +245,16 @@ def run_seed(
         models = models_for_test(
             cfg, family, task, trained[task], selections[task], alternatives, seed, d
         )
-        task_cfgs.append(
-            task_cfg(family, task, "test", cfg.limit_test).model_copy(update={"models": models})
-        )
+        task_cfgs.append(task_cfg(family, task, "test", cfg.limit_test).with_models(models))
     runtime = cfg.runtime.model_copy(update={"seed": seed})
     ecfg = EvalConfig(
         old=str(family.old_dir), new=str(family.new_dir), tasks=task_cfgs, runtime=runtime
     )
     run = run_eval(ecfg, out / "eval", resume=True)
+    render_report(run)
     if "rerank" in alternatives and add_rerank(task_cfgs, out, runtime, step):
         from compatlm.eval.compare_io import compare_run
 
-        compare_run(run, ecfg.compare)  # every role, now with rerank; reports redone
+        # Every role, now with rerank; the reports are redone as part of the new set.
+        compare_run(run, ecfg.compare, render=render_report)
     return SeedRun(run, selections, notes)

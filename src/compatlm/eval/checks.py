@@ -1,7 +1,7 @@
 """What ``compatlm eval`` checks before any model loads, and how it continues a run.
 
-Names become paths, so task and role names must be file-safe (:func:`check_task_names`,
-:func:`roles_of`); every model spec must parse; task names must be unique. With ``--resume``
+Names become paths, so task names must be file-safe (:func:`check_task_names`; role names:
+:func:`compatlm.eval.roles.roles_of`) and unique. With ``--resume``
 the recorded ``config.yaml`` must describe the same predictions
 (:func:`check_resume_config`) and every prediction row already on disk must be a valid line of
 an example of the task as it is now, same ``example_hash`` (:func:`validate_done`). A corrupt
@@ -11,7 +11,6 @@ by a kill is truncated, see :func:`compatlm.io.load_resumable_lines`).
 
 from __future__ import annotations
 
-import re
 from collections.abc import Iterable
 from pathlib import Path
 
@@ -19,13 +18,9 @@ from compatlm.config import EvalConfig, read_yaml
 from compatlm.errors import CompatlmError
 from compatlm.io import load_resumable_lines
 from compatlm.paths import RunLayout, check_name
-from compatlm.spec import ModelSpec
 from compatlm.tasks import ResolvedTask, resolve_task
 
 Done = dict[tuple[str, str], set[str]]  # (role, task) -> example ids already on disk
-
-RESERVED_ROLES = ("old", "new")
-_ROLE_NAME = re.compile(r"^[A-Za-z0-9][A-Za-z0-9_.-]*$")
 
 
 def check_task_names(cfg: EvalConfig) -> None:
@@ -40,48 +35,6 @@ def check_task_names(cfg: EvalConfig) -> None:
                 f"tasks[{i}].name: {task.name!r} differs from tasks[{first}].name"
                 f" {cfg.tasks[first].name!r} only in case; their files would collide"
             )
-
-
-def roles_of(cfg: EvalConfig) -> list[tuple[str, str | None]]:
-    """``[(role, default spec)]`` in evaluation order: old, new, candidates, then roles named
-    only in a task's ``models`` (default None). Task and role names must be file-safe."""
-    check_task_names(cfg)
-    roles: list[tuple[str, str | None]] = [("old", cfg.old), ("new", cfg.new)]
-    roles += list(cfg.candidates.items())
-    for task in cfg.tasks:
-        roles += [(r, None) for r in task.models if r not in dict(roles)]
-    folded = [r.casefold() for r, _ in roles]
-    for name, _ in roles[2:]:
-        reserved = name.casefold() in RESERVED_ROLES or folded.count(name.casefold()) > 1
-        if reserved or not _ROLE_NAME.match(name) or "_vs_" in name:
-            raise CompatlmError(
-                f"candidates: name {name[:60]!r} must be a file-safe name (letters, digits,"
-                " _ . -), not 'old'/'new' in any case, unique ignoring case, without '_vs_'"
-            )
-        check_name("candidates", name)  # the length limit
-    where: list[tuple[str, str | None]] = list(roles)
-    where += [
-        (f"tasks[{i}].models.{r}", s) for i, t in enumerate(cfg.tasks) for r, s in t.models.items()
-    ]
-    for name, spec in where:
-        if spec is None:
-            continue
-        try:
-            ModelSpec.parse(spec)  # a malformed spec fails now, not after the old model ran
-        except CompatlmError as err:
-            field = name if name in RESERVED_ROLES or "." in name else f"candidates.{name}"
-            raise CompatlmError(f"{field}: {err}") from None
-    return roles
-
-
-def task_specs(cfg: EvalConfig, role: str, default: str | None) -> dict[str, str]:
-    """``{task name: spec}`` the role is evaluated with (a task's own ``models`` win)."""
-    out = {}
-    for task in cfg.tasks:
-        spec = task.models.get(role, default)
-        if spec is not None:
-            out[task.name] = spec
-    return out
 
 
 def resolve_tasks(cfg: EvalConfig) -> list[ResolvedTask]:

@@ -3,7 +3,8 @@
 Owns the step from predictions to numbers. :func:`compare_sets` (pure) joins two
 :class:`~compatlm.eval.records.PredictionSet` on ``example_id``, verifies ``example_hash`` and
 ``prompt_hash`` where both sides are hashed the same way, reports unmatched rows instead of
-dropping them silently, and measures flips (:mod:`compatlm.eval.metrics`).
+dropping them silently, and measures flips (:mod:`compatlm.eval.metrics`). Sides known to use
+different ``tokenizers`` are checked on example hashes alone, stated in ``prompt_hash_check``.
 :mod:`compatlm.eval.compare_io` turns it into files (``compare_files``, ``compare_run``).
 
 Everything runs on the sets' columns (:mod:`compatlm.eval.columns`): the join merges the two
@@ -61,6 +62,8 @@ class Comparison:
     scoring: dict[str, Any] | None = None
     # Set by compare_io when names collide after sanitising (see paths.unique_flips_paths).
     flips_file: str | None = field(default=None, repr=False)
+    # Why prompt hashes were not compared (the sides' tokenizers differ); None = compared.
+    prompt_hash_check: str | None = None
 
     @property
     def flips_relpath(self) -> str:
@@ -70,6 +73,8 @@ class Comparison:
         """The metrics.json entry: every field except the flips, plus the flips file path."""
         skip = ("flips", "flips_file")
         out = {f.name: getattr(self, f.name) for f in fields(self) if f.name not in skip}
+        if self.prompt_hash_check is None:  # stated only when skipped: other outputs unchanged
+            del out["prompt_hash_check"]
         out["files"] = {**self.files, "flips": self.flips_relpath}
         return out
 
@@ -137,12 +142,15 @@ def _check_pairs(
     ib: np.ndarray,
     cfg: CompareConfig,
     warnings: list[str],
-) -> int:
-    """Hash and target checks on matched rows; returns how many example hashes were verified."""
+    tokenizers: tuple[str, str] | None = None,
+) -> tuple[int, str | None]:
+    """Hash and target checks on matched rows; returns how many example hashes were verified
+    and why prompt hashes were not compared (``tokenizers`` differ), or None."""
     a, b = old.columns, new.columns
     same_scheme = old.hash_scheme == new.hash_scheme
     n = len(ia)
     verified = 0
+    skipped = None
     if same_scheme:
         both = a.example_hash.present(ia) & b.example_hash.present(ib)
         bad = np.flatnonzero(both & text_differs(a.example_hash, ia, b.example_hash, ib))
@@ -157,6 +165,14 @@ def _check_pairs(
         verified = int(both.sum())
         hashed = a.prompt_hash.present(ia) & b.prompt_hash.present(ib)
         prompt_diff = np.flatnonzero(hashed & text_differs(a.prompt_hash, ia, b.prompt_hash, ib))
+        if tokenizers is not None and tokenizers[0] != tokenizers[1] and verified == n:
+            # Other token ids are expected; example hashes (not over tokens) prove the same data.
+            skipped = (
+                f"skipped: tokenizers differ ({old.label} {tokenizers[0]} vs {new.label}"
+                f" {tokenizers[1]}); example hashes verified on {verified} instances"
+            )
+            warnings.append(f"prompt_hash check {skipped}")
+            prompt_diff = prompt_diff[:0]
     else:
         prompt_diff = np.array([], dtype=np.int64)
         if a.example_hash.nonempty(ia).any():
@@ -185,7 +201,7 @@ def _check_pairs(
         if same_scheme:
             raise CompatlmError(f"{old.path} vs {new.path}: {msg}")
         warnings.append(msg)
-    return verified
+    return verified, skipped
 
 
 def _join_groups(
@@ -263,6 +279,7 @@ def compare_sets(
     noise_margin: float | None = None,
     reference: str | None = None,
     other: str | None = None,
+    tokenizers: tuple[str, str] | None = None,
 ) -> Comparison:
     """Join ``old`` (the reference) and ``new`` on example_id and measure flips. No I/O."""
     ref_label, other_label = reference or old.label, other or new.label
@@ -281,7 +298,7 @@ def compare_sets(
         )
     measure_notes = _check_measure(old, new, cfg)
     warnings: list[str] = list(old.notes) + list(new.notes) + measure_notes
-    verified = _check_pairs(old, new, ia, ib, cfg, warnings)
+    verified, prompt_check = _check_pairs(old, new, ia, ib, cfg, warnings, tokenizers)
     task = old.task or new.task or "task"
     if old.task and new.task and old.task != new.task:
         msg = f"task names differ: {old.task!r} ({old.path}) vs {new.task!r} ({new.path})"
@@ -379,4 +396,5 @@ def compare_sets(
             side: {"model": ps.model, "metric": ps.metric, "filter": ps.filter}
             for side, ps in (("reference", old), ("other", new))
         },
+        prompt_hash_check=prompt_check,
     )

@@ -2,14 +2,21 @@
 
 :func:`compare_files` (two prediction files, ours or lm-eval's) and :func:`compare_run` (a run
 directory with ``predictions/<task>/<role>.jsonl``) validate every input first and only then
-write ``flips/<task>/<reference>_vs_<other>.jsonl``, ``metrics.json`` and the reports. The
-pure comparison lives in :mod:`compatlm.eval.compare`.
+write ``flips/<task>/<reference>_vs_<other>.jsonl`` and ``metrics.json`` (validated against
+:mod:`compatlm.eval.result_schema` first). The pure comparison lives in
+:mod:`compatlm.eval.compare`.
+
+Evaluation never renders: the reports belong to :mod:`compatlm.report`, which eval does not
+import (metrics.json must not need matplotlib). A caller that wants them in the set passes a
+``render`` function (the CLI passes ``compatlm.report.render_report``); it runs on the staged
+files, so the reports are part of the set.
 
 The outputs are one set: flips, metrics.json and the reports must describe the same comparison.
 They are written into a staging directory inside the run and swapped in only when all of them
 exist, so a comparison that fails half-way (a report that cannot be rendered) leaves the
 previous set untouched; while the swap itself runs, ``.compatlm-incomplete`` marks the run so
-``compatlm report`` refuses a set that may be mixed.
+``compatlm report`` refuses a set that may be mixed. Without ``render`` the set has no reports,
+and earlier ones are removed with the set they described.
 """
 
 from __future__ import annotations
@@ -18,7 +25,7 @@ import os
 import shutil
 from collections.abc import Sequence
 from pathlib import Path
-from typing import Any
+from typing import Any, Protocol
 
 from compatlm.config import CompareConfig
 from compatlm.errors import CompatlmError
@@ -28,6 +35,7 @@ from compatlm.eval.examples import attach_texts, load_texts
 from compatlm.eval.gate import gate_record, parse_conditions
 from compatlm.eval.metrics import metrics_document, relative_change
 from compatlm.eval.records import is_lmeval_file, load_predictions
+from compatlm.eval.result_schema import check_document
 from compatlm.io import (
     atomic_write_json,
     atomic_write_jsonl,
@@ -44,6 +52,13 @@ _SET_DIRS = ("flips", "plots")
 _SET_FILES = ("metrics.json", "report.md", "report.html")
 
 
+class Renderer(Protocol):
+    """Writes the reports of the staged set in ``run_dir`` (``compatlm.report.render_report``);
+    ``env_dir`` is where the run's env.json is (the staging directory has none)."""
+
+    def __call__(self, run_dir: Path, *, env_dir: Path) -> object: ...
+
+
 def _assign_flips_paths(comparisons: list[Comparison]) -> None:
     """Give every comparison its own flips file even when names collide after sanitising."""
     keys = [(c.task, c.reference, c.other) for c in comparisons]
@@ -55,10 +70,11 @@ def _assign_flips_paths(comparisons: list[Comparison]) -> None:
             c.warnings.append(note)
 
 
-def _write(out_dir: Path, comparisons: list[Comparison], doc: dict[str, Any]) -> None:
-    """Write flips, metrics.json and the reports into a staging directory, then swap them in."""
-    from compatlm.report import render_report
-
+def _write(
+    out_dir: Path, comparisons: list[Comparison], doc: dict[str, Any], render: Renderer | None
+) -> None:
+    """Write flips, metrics.json and (with ``render``) the reports into a staging directory,
+    then swap them in."""
     layout = RunLayout(out_dir)
     stage = layout.staging
     shutil.rmtree(stage, ignore_errors=True)
@@ -69,7 +85,8 @@ def _write(out_dir: Path, comparisons: list[Comparison], doc: dict[str, Any]) ->
             c.flips.release()
         trim_heap()
         atomic_write_json(stage / "metrics.json", doc)
-        render_report(stage, env_dir=out_dir)  # the header reads the run's env.json
+        if render is not None:
+            render(stage, env_dir=out_dir)  # the header reads the run's env.json
     except BaseException:
         shutil.rmtree(stage, ignore_errors=True)  # the previous set stays as it was
         raise
@@ -84,6 +101,8 @@ def _write(out_dir: Path, comparisons: list[Comparison], doc: dict[str, Any]) ->
     for name in _SET_FILES:
         if (stage / name).exists():
             os.replace(stage / name, out_dir / name)
+        else:  # a report not rendered with this set: an earlier one describes another set
+            (out_dir / name).unlink(missing_ok=True)
     layout.incomplete.unlink()
     shutil.rmtree(stage, ignore_errors=True)
 
@@ -94,7 +113,21 @@ def _finish(doc: dict[str, Any], cfg: CompareConfig) -> dict[str, Any]:
     and a condition matching no comparison fails with nothing written)."""
     doc["git_hash"] = git_hash()
     doc["gate"] = gate_record(doc, list(cfg.fail_if))
+    check_document(doc)  # a document that drifted from the schema is a bug: fail, write nothing
     return doc
+
+
+def recorded_tokenizers(run: Path) -> dict[str, str]:
+    """``{role: tokenizer fingerprint}`` eval recorded in ``env.json`` ({} when absent): roles
+    whose tokenizers differ are compared on example hashes, not prompt hashes."""
+    try:
+        doc = parse_json(RunLayout(run).env.read_text(encoding="utf-8"), RunLayout(run).env)
+    except (OSError, UnicodeDecodeError, CompatlmError):
+        return {}  # no record (a run not made by eval): prompt hashes are compared as always
+    fps = doc.get("tokenizers") if isinstance(doc, dict) else None
+    if not isinstance(fps, dict):
+        return {}
+    return {k: v for k, v in fps.items() if isinstance(v, str)}
 
 
 def recorded_noise(run: Path) -> dict[str, float] | None:
@@ -133,22 +166,27 @@ def compare_files(
     filter: str | None = None,
     metric: str | None = None,
     inputs: Sequence[str | Path] = (),
+    render: Renderer | None = None,
 ) -> dict[str, Any]:
     """Compare two prediction files into ``out_dir``; returns the metrics.json document.
 
     Everything is read and validated before ``out_dir`` is touched, so bad input leaves nothing.
     ``inputs`` are further files the command read (a ``--config``): ``--overwrite`` refuses to
-    delete a directory holding them, as it does for the two prediction files.
+    delete a directory holding them, as it does for the two prediction files. ``render``
+    writes the reports into the set (none without it).
     """
     parse_conditions(cfg.fail_if)  # a bad gate must fail before anything is written
     lmeval = [is_lmeval_file(p) for p in (old_path, new_path)]
-    if (filter is not None or metric is not None) and not any(lmeval):
+    given = (filter, metric, cfg.join_key)
+    if any(x is not None for x in given) and not any(lmeval):
         raise CompatlmError(
-            "--filter/--metric apply to lm-eval samples files; neither input is one"
+            "--filter/--metric/--join-key apply to lm-eval samples files; neither input is one"
         )
-    # The lm-eval options apply to whichever input is an lm-eval file (either may be ours).
+    # The lm-eval options apply to whichever input is an lm-eval file (either may be ours):
+    # with a join key, its doc field meets the task row ids of a compatlm file.
+    lm_opts = {"filter": filter, "metric": metric, "join_key": cfg.join_key}
     old, new = (
-        load_predictions(p, **({"filter": filter, "metric": metric} if is_lm else {}))
+        load_predictions(p, **(lm_opts if is_lm else {}))
         for p, is_lm in zip((old_path, new_path), lmeval, strict=True)
     )
     ref, other = old.role or "old", new.role or "new"
@@ -167,12 +205,13 @@ def compare_files(
         "reference": ref,
         "lmeval_filter": filter,
         "lmeval_metric": metric,
+        **({"join_key": cfg.join_key} if cfg.join_key is not None else {}),
     }
     doc = _finish(metrics_document([comp.to_json()], cfg, settings), cfg)
     out = prepare_out_dir(
         out, kind="compare", overwrite=overwrite, inputs=every_input, resumable=False
     )
-    _write(out, [comp], doc)
+    _write(out, [comp], doc, render)
     return doc
 
 
@@ -183,13 +222,20 @@ def compare_run(
     reference: str = "old",
     baseline: str = "new",
     noise_margin: float | dict[str, float] | None = None,
+    render: Renderer | None = None,
 ) -> dict[str, Any]:
     """Compare every role of ``run_dir/predictions/<task>/<role>.jsonl`` against ``reference``
     and every candidate against ``baseline`` (candidate vs vanilla new model); write flips,
-    metrics.json and the reports into ``run_dir``. Returns the metrics.json document.
+    metrics.json and (with ``render``) the reports into ``run_dir``. Returns the metrics.json
+    document.
     ``noise_margin`` is one floor for every task or ``{task: floor}`` (decision scores of
     acc and acc_norm tasks live on different scales); a task missing from the dict has none."""
     parse_conditions(cfg.fail_if)
+    if cfg.join_key is not None:
+        raise CompatlmError(
+            "join key: applies to lm-eval samples files (compare OLD NEW); a run directory's"
+            " predictions join on example_id"
+        )
     run = Path(run_dir)
     noise_source = "given" if noise_margin is not None else None
     if noise_margin is None:
@@ -197,6 +243,11 @@ def compare_run(
         # every within_noise label would silently disappear.
         noise_margin = recorded_noise(run)
         noise_source = RunLayout(run).noise.name if noise_margin is not None else None
+    fps = recorded_tokenizers(run)
+
+    def tokenizers(a: str, b: str) -> tuple[str, str] | None:
+        return (fps[a], fps[b]) if a in fps and b in fps else None
+
     pred_root = RunLayout(run).predictions_dir
     task_dirs = sorted(p for p in pred_root.iterdir() if p.is_dir()) if pred_root.is_dir() else []
     if not task_dirs:
@@ -218,7 +269,13 @@ def compare_run(
         ordered += [r for r in sets if r not in ordered]
         vs_ref = {}
         for role in ordered[1:]:
-            vs_ref[role] = compare_sets(sets[reference], sets[role], cfg, noise_margin=floor)
+            vs_ref[role] = compare_sets(
+                sets[reference],
+                sets[role],
+                cfg,
+                noise_margin=floor,
+                tokenizers=tokenizers(reference, role),
+            )
             comparisons.append(vs_ref[role])
         if baseline in sets and baseline != reference:
             for role in ordered[2:]:
@@ -226,7 +283,13 @@ def compare_run(
                 base = vs_ref[baseline]
                 c.relative_to_baseline = relative_change(c.to_json(), base.to_json(), baseline)
                 comparisons.append(
-                    compare_sets(sets[baseline], sets[role], cfg, noise_margin=floor)
+                    compare_sets(
+                        sets[baseline],
+                        sets[role],
+                        cfg,
+                        noise_margin=floor,
+                        tokenizers=tokenizers(baseline, role),
+                    )
                 )
         texts = load_texts(run, tdir.name)
         ref = sets[reference].columns
@@ -258,5 +321,5 @@ def compare_run(
     # flips/ and plots/ belong to compare: they are replaced as a whole (stale files from an
     # earlier comparison would be mistaken for current ones). One writer at a time.
     lock(run)
-    _write(run, comparisons, doc)
+    _write(run, comparisons, doc, render)
     return doc

@@ -6,7 +6,11 @@ lm-eval 0.4.x writes ``samples_<task>_<timestamp>.jsonl`` with one line per (doc
 metric holding the per-sample value (``"acc": 1.0``, ``"exact_match": 0.0``). We map:
 
 * ``doc_id`` -> ``example_id`` (the join key), ``doc_hash`` -> ``example_hash``,
-  ``prompt_hash`` -> ``prompt_hash`` (hash scheme "lm-eval": comparable only with lm-eval files);
+  ``prompt_hash`` -> ``prompt_hash`` (hash scheme "lm-eval": comparable only with lm-eval files).
+  ``doc_id`` is the document's *position* in lm-eval's dataset, which a compatlm prediction file
+  (ids from the task rows, e.g. ``"doc7"``) does not share: a join key ``doc.<field>`` takes
+  ``example_id`` from a field of the logged ``doc`` instead (``doc.id``; nested: ``doc.meta.id``).
+  Its value must be a string or an integer on every line and unique per filter;
 * the chosen metric's value -> ``score`` and ``correct = score >= 0.5`` (binary metrics are 0/1);
 * log-likelihood requests (``filtered_resps`` = ``[[loglik, is_greedy], ...]``) ->
   ``kind = multiple_choice`` with ``parsed`` = the decision argmax (length-normalised for
@@ -31,6 +35,7 @@ from typing import Any
 
 from pydantic import ValidationError
 
+from compatlm.config import JOIN_KEY_PATTERN
 from compatlm.errors import CompatlmError, input_error
 from compatlm.eval.records import Prediction, PredictionSet, describe, validation_message
 from compatlm.io import is_finite_number, read_jsonl
@@ -184,11 +189,58 @@ def _mc_fields(obj: dict[str, Any], metric: str, target: Any, lls: list[float]) 
     }
 
 
+def _join_value(obj: dict[str, Any], join_key: str, path: Path, lineno: int) -> str:
+    """The line's ``example_id``: ``doc_id``, or the ``doc`` field ``join_key`` names."""
+    if join_key == "doc_id":
+        doc_id = obj.get("doc_id")
+        if doc_id is None or isinstance(doc_id, (bool, float, list, dict)):
+            raise input_error(
+                f"expected an integer or string doc_id, found {describe(doc_id)}",
+                path,
+                lineno,
+                "doc_id",
+            )
+        return str(doc_id)
+    value: Any = obj
+    for part in join_key.split("."):
+        if not isinstance(value, dict) or part not in value:
+            raise input_error(
+                f"join key {join_key!r} not found on this line (--join-key names a field of"
+                " the logged doc)",
+                path,
+                lineno,
+                join_key,
+            )
+        value = value[part]
+    # A float or bool would print differently from the id a compatlm file holds: refuse it.
+    if isinstance(value, bool) or not isinstance(value, (str, int)):
+        raise input_error(
+            f"expected a string or integer join key, found {describe(value)}",
+            path,
+            lineno,
+            join_key,
+        )
+    return str(value)
+
+
 def load_lmeval_samples(
-    path: str | Path, *, metric: str | None = None, role: str | None = None
+    path: str | Path,
+    *,
+    metric: str | None = None,
+    role: str | None = None,
+    join_key: str | None = None,
 ) -> dict[str, PredictionSet]:
-    """All filters of an lm-eval samples file, each as a validated :class:`PredictionSet`."""
+    """All filters of an lm-eval samples file, each as a validated :class:`PredictionSet`.
+
+    ``join_key`` (default ``doc_id``) says where ``example_id`` comes from: ``doc.<field>``
+    joins with a compatlm prediction file whose ids are that field of the task rows.
+    """
     path = Path(path)
+    join_key = join_key or "doc_id"
+    if not re.fullmatch(JOIN_KEY_PATTERN, join_key):
+        raise CompatlmError(
+            f"join key: expected doc_id or doc.<field> (e.g. doc.id), found {join_key!r}"
+        )
     task = task_from_filename(path)
     sets: dict[str, PredictionSet] = {}
     chosen = metric
@@ -199,14 +251,7 @@ def load_lmeval_samples(
             raise input_error(
                 "mixes compatlm lines and lm-eval sample lines", path, lineno, "example_id"
             )
-        doc_id = obj.get("doc_id")
-        if doc_id is None or isinstance(doc_id, (bool, float, list, dict)):
-            raise input_error(
-                f"expected an integer or string doc_id, found {describe(doc_id)}",
-                path,
-                lineno,
-                "doc_id",
-            )
+        example_id = _join_value(obj, join_key, path, lineno)
         filt = obj.get("filter", "none")
         if not isinstance(filt, str):
             raise input_error(f"expected a string, found {describe(filt)}", path, lineno, "filter")
@@ -267,7 +312,7 @@ def load_lmeval_samples(
         fields = {
             "task": task,
             "role": role,
-            "example_id": str(doc_id),
+            "example_id": example_id,
             "example_hash": obj.get("doc_hash") if isinstance(obj.get("doc_hash"), str) else None,
             "prompt_hash": obj.get("prompt_hash")
             if isinstance(obj.get("prompt_hash"), str)
@@ -299,12 +344,13 @@ def load_lmeval_samples(
                 hash_scheme="lm-eval",
             )
         if pred.example_id in ps.rows:
+            shown = obj["doc_id"] if join_key == "doc_id" else example_id
             raise input_error(
-                f"duplicate doc_id {doc_id!r} for filter {filt!r} (first on line "
+                f"duplicate {join_key} {shown!r} for filter {filt!r} (first on line "
                 f"{ps.lines[pred.example_id]})",
                 path,
                 lineno,
-                "doc_id",
+                join_key,
             )
         ps.rows[pred.example_id] = pred
         ps.lines[pred.example_id] = lineno

@@ -24,11 +24,14 @@ from typing import Any
 
 from compatlm.config import EvalConfig, RuntimeConfig, TaskConfig
 from compatlm.errors import CompatlmError
+from compatlm.eval.records import load_predictions
+from compatlm.eval.roles import model_groups
 from compatlm.eval.runner import argmax_first, decision_scores, score_multiple_choice
 from compatlm.io import atomic_write_json
 from compatlm.models import load_model
 from compatlm.paths import RunLayout
 from compatlm.prompts import model_max_length
+from compatlm.spec import ModelSpec
 from compatlm.tasks import ResolvedTask, resolve_task
 
 log = logging.getLogger(__name__)
@@ -106,7 +109,7 @@ def _decision_scores(
 
 
 def measure_noise(
-    spec: str,
+    spec: ModelSpec,
     task: ResolvedTask | TaskConfig,
     runtime: RuntimeConfig,
     batch_sizes: tuple[int, int] = (1, 8),
@@ -123,7 +126,7 @@ def measure_noise(
         second = load_model(spec, runtime=runtime.model_copy(update={"dtype": dtype}))
     other = _decision_scores(second, task, batch_sizes[1], runtime.scoring)
     return {
-        "model": spec,
+        "model": spec.format(),
         "task": task.name,
         "metric": task.metric,
         "batch_sizes": list(batch_sizes),
@@ -134,8 +137,6 @@ def measure_noise(
 
 def _scores_on_disk(path: Path) -> dict[str, list[float]]:
     """Decision scores of a prediction file, recomputed from its log-likelihoods."""
-    from compatlm.eval.records import load_predictions
-
     out = {}
     for eid, row in load_predictions(path).rows.items():
         if row.loglikelihoods is None or row.choice_lengths is None or row.metric is None:
@@ -150,8 +151,6 @@ def measure_run_noise(
     """Re-score ``role``'s multiple-choice tasks with ``cfg.compare.noise_batch_size`` and
     compare with its predictions on disk (scored with ``runtime.batch_size``); write
     ``noise.json`` and return ``{task: noise_margin}`` (None when the option is off)."""
-    from compatlm.eval.pipeline import task_specs
-
     batch = cfg.compare.noise_batch_size
     if batch is None:
         return None
@@ -163,11 +162,7 @@ def measure_run_noise(
             batch,
         )
     default = cfg.new if role == "new" else cfg.candidates.get(role)
-    specs = task_specs(cfg, role, default)
-    groups: dict[str, list[ResolvedTask]] = {}
-    for task in tasks:
-        if task.kind == "multiple_choice" and task.name in specs:
-            groups.setdefault(specs[task.name], []).append(task)
+    groups = model_groups(cfg, role, default, tasks, kind="multiple_choice")
     doc: dict[str, Any] = {
         "schema_version": 1,
         "role": role,
@@ -186,7 +181,7 @@ def measure_run_noise(
         for task in group:
             on_disk = _scores_on_disk(RunLayout(out).predictions(task.name, role))
             entry = score_changes(on_disk, _decision_scores(loaded, task, batch, rt.scoring))
-            doc["tasks"][task.name] = {"model": spec, "metric": task.metric, **entry}
+            doc["tasks"][task.name] = {"model": spec.format(), "metric": task.metric, **entry}
             margins[task.name] = entry["noise_margin"]
         loaded.model = None
     doc["noise_margin"] = max(margins.values())

@@ -5,12 +5,16 @@ Owns the run directory of an evaluation (``config.yaml``, ``env.json``,
 (old, new, then candidates — a 7B pair does not fit twice on most GPUs), every task for that
 model, rows appended and fsynced chunk by chunk so an interrupted run resumes from disk
 (``resume=True`` skips examples already present, keyed by ``example_id``). Finally
-:func:`compatlm.eval.compare_io.compare_run` writes flips, ``metrics.json`` and the reports.
+:func:`compatlm.eval.compare_io.compare_run` writes flips and ``metrics.json``; the caller
+renders the reports (``compatlm.report.render_report``), which eval never imports.
 
 Everything a user can get wrong (task files, metric names, task and candidate names, an
 ``--out`` that must not be overwritten or resumed, corrupt predictions of an interrupted run) is
 checked before a model is loaded (:mod:`compatlm.eval.checks`); everything but the predictions
-before ``--out`` is touched.
+before ``--out`` is touched. Tokenizers are fingerprinted before any model loads too
+(:func:`compatlm.eval.roles.tokenizer_check`): old and new tokenising differently is said at
+the start and recorded in ``env.json``, and the final comparison then verifies example hashes
+instead of prompt hashes. The state one run's steps share is an :class:`EvalRun`.
 """
 
 from __future__ import annotations
@@ -20,6 +24,7 @@ import logging
 import shutil
 from collections.abc import Iterable, Iterator, Sequence
 from contextlib import contextmanager
+from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
 
@@ -27,20 +32,16 @@ import torch
 
 from compatlm.config import EvalConfig, dump_config
 from compatlm.errors import CompatlmError
-from compatlm.eval.checks import (  # roles_of, task_specs: imported from here by others
-    Done,
-    check_resume_config,
-    resolve_tasks,
-    roles_of,
-    task_specs,
-    validate_done,
-)
+from compatlm.eval.checks import Done, check_resume_config, resolve_tasks, validate_done
+from compatlm.eval.compare_io import compare_run
 from compatlm.eval.examples import write_examples
 from compatlm.eval.generate import gen_prediction, generate
+from compatlm.eval.noise import measure_run_noise
 from compatlm.eval.records import Prediction
+from compatlm.eval.roles import TokenizerCheck, model_groups, roles_of, task_specs, tokenizer_check
 from compatlm.eval.runner import mc_prediction, score_multiple_choice
 from compatlm.io import JsonlAppender, atomic_write_json, atomic_write_text, env_info
-from compatlm.models import load_model, load_tokenizer, preflight, tokenizer_fingerprint
+from compatlm.models import load_model, preflight
 from compatlm.paths import RunLayout
 from compatlm.prompts import encode_prompt, example_hash, model_max_length, prompt_hash
 from compatlm.rundir import check_out_dir, input_paths, prepare_out_dir, unlock
@@ -48,6 +49,21 @@ from compatlm.spec import ModelSpec
 from compatlm.tasks import ResolvedTask, get_extractor
 
 log = logging.getLogger(__name__)
+
+
+@dataclass
+class EvalRun:
+    """What the steps of one evaluation share: where it writes, what it evaluates, what is
+    already on disk, the progress bar, and the run record (``env.json``) they add to."""
+
+    out: Path
+    cfg: EvalConfig
+    hashes: dict[str, dict[str, str]]  # task -> example id -> example_hash
+    done: Done
+    bar: Any = None
+    env: dict[str, Any] = field(default_factory=dict)
+    fingerprints: dict[str, str] = field(default_factory=dict)  # role -> tokenizer
+    warnings: list[str] = field(default_factory=list)
 
 
 @contextmanager
@@ -166,47 +182,26 @@ def _free(loaded: Any) -> None:
         torch.cuda.empty_cache()
 
 
-def _run_model(
-    out: Path,
-    cfg: EvalConfig,
-    role: str,
-    spec: str,
-    tasks: list[ResolvedTask],
-    hashes: dict[str, dict[str, str]],
-    done: Done,
-    bar: Any,
-    env: dict[str, Any],
-    fingerprints: dict[str, str],
-    warnings: list[str],
-) -> None:
+def _run_model(run: EvalRun, role: str, spec: ModelSpec, tasks: list[ResolvedTask]) -> None:
     """Score ``tasks`` with one model (loaded only if some rows are missing), then free it."""
-    rt = cfg.runtime
-    model_name = ModelSpec.parse(spec).format()
+    rt = run.cfg.runtime
+    model_name = spec.format()
     todo: dict[str, list[Any]] = {}
     for task in tasks:
-        have = done.get((role, task.name), set())
+        have = run.done.get((role, task.name), set())
         todo[task.name] = [ex for ex in task.examples if ex.id not in have]
     if not any(todo.values()):
         log.info("%s: every prediction is already on disk; not loading %s", role, spec)
-        fingerprints.setdefault(role, tokenizer_fingerprint(load_tokenizer(spec, rt)))
         return
     torch.manual_seed(rt.seed)
     loaded = load_model(spec, runtime=rt)
-    fp = tokenizer_fingerprint(loaded.tokenizer)
-    fingerprints.setdefault(role, fp)
-    if fp != fingerprints["old"]:
-        msg = (
-            f"{role} ({spec}) tokenises differently from old ({cfg.old}): prompt hashes"
-            " will differ and compare refuses the pairs unless"
-            " compare.allow_prompt_mismatch=true"
-        )
-        log.warning(msg)
-        warnings.append(msg)
-    env["device"], env["dtype"] = str(loaded.device), str(loaded.dtype).removeprefix("torch.")
+    run.env["device"] = str(loaded.device)
+    run.env["dtype"] = str(loaded.dtype).removeprefix("torch.")
+    bar = run.bar
     for task in tasks:
         if not todo[task.name]:
             continue
-        path = RunLayout(out).predictions(task.name, role)
+        path = RunLayout(run.out).predictions(task.name, role)
         job = bar.add_task(f"{role} · {task.name}", total=len(task.examples))
         bar.update(job, completed=len(task.examples) - len(todo[task.name]))
         with JsonlAppender(path) as writer:
@@ -219,7 +214,7 @@ def _run_model(
                 model_name=model_name,
                 batch_size=rt.batch_size,
                 scoring=rt.scoring,
-                hashes=hashes[task.name],
+                hashes=run.hashes[task.name],
                 advance=lambda n, job=job: bar.advance(job, n),
             )
     _free(loaded)
@@ -243,8 +238,8 @@ def run_eval(
     hashes = {t.name: {ex.id: example_hash(ex.hash_fields()) for ex in t.examples} for t in tasks}
     # A wrong path, an adapter of another size or an example longer than a model's context
     # must fail now, not after the old model ran.
-    every_spec: dict[str, str] = {}  # spec -> the first role using it, for the message
-    spec_tasks: dict[str, set[str]] = {}  # spec -> the tasks it runs
+    every_spec: dict[ModelSpec, str] = {}  # spec -> the first role using it, for the message
+    spec_tasks: dict[ModelSpec, set[str]] = {}  # spec -> the tasks it runs
     for role, default in roles:
         for task_name, spec in task_specs(cfg, role, default).items():
             every_spec.setdefault(spec, role)
@@ -256,6 +251,8 @@ def run_eval(
             preflight(spec, cfg.runtime, tasks=own, checked=fitted)
         except CompatlmError as err:
             raise CompatlmError(f"{role}: {err}") from None
+    # Tokenizers only, still before any model loads: a tokenizer change is said now.
+    tokenizers = tokenizer_check(cfg, tasks, cfg.runtime)
     out = Path(out)
     cfg = cfg.model_copy(update={"out": str(out)})
     every_input = [*input_paths(cfg), *inputs]
@@ -268,7 +265,8 @@ def run_eval(
         # Under the run's lock: only then may a cut-off last line be truncated.
         todo = [(r, t) for r, d in roles for t in tasks if t.name in task_specs(cfg, r, d)]
         done = validate_done(out, todo, hashes) if resume else {}
-        _evaluate(out, cfg, roles, tasks, hashes, done)
+        run = EvalRun(out, cfg, hashes, done)
+        _evaluate(run, roles, tasks, tokenizers)
     except CompatlmError:
         # Nothing partial: a directory this call created and that holds no prediction yet
         # (so --resume has nothing to continue from) is removed again.
@@ -282,54 +280,35 @@ def run_eval(
 
 
 def _evaluate(
-    out: Path,
-    cfg: EvalConfig,
-    roles: list[tuple[str, str | None]],
+    run: EvalRun,
+    roles: list[tuple[str, ModelSpec | None]],
     tasks: list[ResolvedTask],
-    hashes: dict[str, dict[str, str]],
-    done: Done,
+    tokenizers: TokenizerCheck,
 ) -> None:
-    layout = RunLayout(out)
+    layout = RunLayout(run.out)
+    cfg = run.cfg
     atomic_write_text(layout.config, dump_config(cfg))
     rt = cfg.runtime
-    env = env_info(seed=rt.seed, device=rt.device, dtype=rt.dtype, batch_size=rt.batch_size)
-    env["tasks"] = [t.describe() for t in tasks]
-    atomic_write_json(layout.env, env)
+    run.env = env_info(seed=rt.seed, device=rt.device, dtype=rt.dtype, batch_size=rt.batch_size)
+    run.env["tasks"] = [t.describe() for t in tasks]
+    # Known before any model loads, so an interrupted run's env.json already says it.
+    run.fingerprints = run.env["tokenizers"] = tokenizers.fingerprints
+    run.warnings = run.env["warnings"] = list(tokenizers.warnings)
+    atomic_write_json(layout.env, run.env)
     # The inputs themselves (prompt, choices), so the report can show them beside each flip.
-    write_examples(out, tasks, hashes)
+    write_examples(run.out, tasks, run.hashes)
 
-    fingerprints: dict[str, str] = {}
-    warnings: list[str] = []
-    with _progress(rt.progress) as bar:
+    with _progress(rt.progress) as run.bar:
         for role, default in roles:
-            # A role may use another adapter per task: group its tasks by spec so each model
-            # is loaded once and only one model is in memory at a time.
-            specs = task_specs(cfg, role, default)
-            groups: dict[str, list[ResolvedTask]] = {}
-            for task in tasks:
-                spec = specs.get(task.name)
-                if spec is not None:
-                    groups.setdefault(spec, []).append(task)
-            for spec, group in groups.items():
-                _run_model(
-                    out, cfg, role, spec, group, hashes, done, bar, env, fingerprints, warnings
-                )
-    env["tokenizers"] = fingerprints
-    env["warnings"] = warnings
-    atomic_write_json(layout.env, env)
-    _compare_and_report(out, cfg, tasks)
+            for spec, group in model_groups(cfg, role, default, tasks).items():
+                _run_model(run, role, spec, group)
+    atomic_write_json(layout.env, run.env)
+    _compare_and_report(run.out, cfg, tasks)
 
 
 def _compare_and_report(out: Path, cfg: EvalConfig, tasks: Sequence[ResolvedTask]) -> None:
-    from compatlm.eval.compare_io import compare_run
-    from compatlm.eval.noise import measure_run_noise
-
     # compare.noise_batch_size: the new model re-scored with another batch size gives the
     # noise floor that labels flips within_noise (None when the option is off).
     noise = measure_run_noise(out, cfg, tasks)
+    # No reports here: eval does not import compatlm.report; callers render (render_report).
     compare_run(out, cfg.compare, noise_margin=noise)
-    if not RunLayout(out).report_md.is_file():
-        # compare_run renders the reports itself today; render here if it ever stops doing so.
-        from compatlm.report import render_report
-
-        render_report(out)

@@ -335,23 +335,27 @@ def load_predictions(
     role: str | None = None,
     filter: str | None = None,
     metric: str | None = None,
+    join_key: str | None = None,
 ) -> PredictionSet:
     """Read and validate a prediction file (compatlm, minimal foreign or lm-eval samples).
 
     ``role`` labels the set (default: the role written in the file, else the file stem).
-    ``filter`` and ``metric`` apply to lm-eval files only: which filter's rows to use (default:
-    the only one, else ``none``) and which per-sample metric decides ``correct``.
+    ``filter``, ``metric`` and ``join_key`` apply to lm-eval files only: which filter's rows to
+    use (default: the only one, else ``none``), which per-sample metric decides ``correct`` and
+    where ``example_id`` comes from (default ``doc_id``; ``doc.<field>`` for a doc field).
     """
     path = Path(path)
     if is_lmeval_file(path):
         from compatlm.eval.lmeval_logs import load_lmeval_samples, pick_filter
 
-        sets = load_lmeval_samples(path, metric=metric, role=role)
+        sets = load_lmeval_samples(path, metric=metric, role=role, join_key=join_key)
         return pick_filter(sets, filter, path)
     if filter is not None:
         raise CompatlmError(f"{path}: --filter applies to lm-eval samples files only")
     if metric is not None:
         raise CompatlmError(f"{path}: --metric applies to lm-eval samples files only")
+    if join_key is not None:
+        raise CompatlmError(f"{path}: --join-key applies to lm-eval samples files only")
     return _load_compatlm(path, role=role)
 
 

@@ -2,7 +2,8 @@
 
 Every method config is a :class:`~compatlm.config.StrictModel` (frozen, unknown keys are errors)
 with a ``runtime`` section. Models are named by ModelSpec strings exactly as in ``compatlm eval``
-configs (``old: base+adapter``), so a user can copy the two lines from one file into the other.
+configs (``old: base+adapter``), so a user can copy the two lines from one file into the other;
+they are :data:`~compatlm.spec.ModelSpecField` s, parsed when the config loads.
 Knobs that a sweep varies (``alpha``, ``vectors[i].weight``) are plain top-level numbers so that
 ``alpha=0.3`` overrides work from the command line.
 """
@@ -14,6 +15,7 @@ from typing import Literal
 from pydantic import Field, model_validator
 
 from compatlm.config import RuntimeConfig, StrictModel, TaskConfig
+from compatlm.spec import ModelSpecField
 
 
 class MethodConfig(StrictModel):
@@ -25,8 +27,10 @@ class MethodConfig(StrictModel):
 class PortConfig(MethodConfig):
     """PortLLM: the old task adapter, unchanged (optionally scaled), on the new base."""
 
-    old: str = Field(description="old version: base+adapter; its adapter is the patch ported")
-    new: str = Field(description="new version: base[+adapter]; only its base is used")
+    old: ModelSpecField = Field(
+        description="old version: base+adapter; its adapter is the patch ported"
+    )
+    new: ModelSpecField = Field(description="new version: base[+adapter]; only its base is used")
     alpha: float = Field(
         1.0, ge=0.0, description="scale of the ported patch: ΔW' = alpha·ΔW_old (1 = unchanged)"
     )
@@ -35,8 +39,10 @@ class PortConfig(MethodConfig):
 class InterpolateConfig(MethodConfig):
     """BCWI: ΔW = alpha·ΔW_old + (1 − alpha)·ΔW_new on the new base."""
 
-    old: str = Field(description="old version: base+adapter")
-    new: str = Field(description="new version: base+adapter; the candidate lives on this base")
+    old: ModelSpecField = Field(description="old version: base+adapter")
+    new: ModelSpecField = Field(
+        description="new version: base+adapter; the candidate lives on this base"
+    )
     alpha: float = Field(0.5, description="weight of the OLD adapter's ΔW, in [0, 1]")
     allow_extrapolation: bool = Field(
         False, description="accept alpha outside [0, 1] (extrapolation along the segment)"
@@ -82,7 +88,9 @@ class TaskVector(StrictModel):
 class TaskArithmeticConfig(MethodConfig):
     """Task arithmetic / Merge-to-Learn: base + Σ ω_i·τ_i."""
 
-    base: str = Field(description="the base the vectors are added to (usually the new base)")
+    base: ModelSpecField = Field(
+        description="the base the vectors are added to (usually the new base)"
+    )
     vectors: list[TaskVector] = Field(min_length=1)
     output: Literal["auto", "adapter", "merged"] = Field(
         "auto", description="auto: a LoRA when every vector is an adapter, else full weights"
@@ -92,8 +100,8 @@ class TaskArithmeticConfig(MethodConfig):
 class RerankConfig(MethodConfig):
     """BCR: sample k outputs from the new model, keep the one the old model likes best."""
 
-    old: str = Field(description="old version: base[+adapter] (the scorer)")
-    new: str = Field(description="new version: base[+adapter] (the sampler)")
+    old: ModelSpecField = Field(description="old version: base[+adapter] (the scorer)")
+    new: ModelSpecField = Field(description="new version: base[+adapter] (the sampler)")
     task: TaskConfig
     k: int = Field(8, ge=1, description="samples per prompt")
     temperature: float = Field(1.0, gt=0.0)

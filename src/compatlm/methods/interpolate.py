@@ -54,7 +54,7 @@ def check_alpha(alpha: float, allow_extrapolation: bool = False) -> None:
 def interpolate_adapters(
     old_adapter: str | Path,
     new_adapter: str | Path,
-    new_base: ModelSpec | str,
+    new_base: ModelSpec,
     out: Path,
     *,
     alpha: float,
@@ -67,7 +67,7 @@ def interpolate_adapters(
     ModelSpec and details for the manifest."""
     runtime = runtime or RuntimeConfig()
     check_alpha(alpha, allow_extrapolation)
-    base = ModelSpec.parse(new_base).with_adapter(None)
+    base = new_base.with_adapter(None)
     shapes = meta_base(base, runtime)
     for adapter in (old_adapter, new_adapter):
         check_adapter_fits(shapes, adapter, allow_pickle=runtime.allow_pickle)
@@ -100,7 +100,7 @@ def build(
     """The ``interpolate`` registry entry: write the candidate directory; return its ModelSpec.
     Training-free, so there is nothing to resume: ``resume`` is accepted and ignored."""
     runtime = runtime or cfg.runtime
-    old, new = ModelSpec.parse(cfg.old), ModelSpec.parse(cfg.new)
+    old, new = cfg.old, cfg.new
     old_adapter = require_adapter(old, "old", "old")
     new_adapter = require_adapter(new, "new", "new")
     out = start_candidate(out)

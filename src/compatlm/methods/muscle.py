@@ -19,7 +19,6 @@ from typing import TYPE_CHECKING, Any
 from compatlm.config import RuntimeConfig, StrictModel
 from compatlm.errors import CompatlmError
 from compatlm.methods.common import write_manifest
-from compatlm.spec import ModelSpec
 
 if TYPE_CHECKING:
     from compatlm.train.config import TrainCompatConfig
@@ -64,7 +63,7 @@ def build_trained(
         cfg = cfg.model_copy(update={"runtime": runtime})
     out = Path(out)
     adapter = train_compat(cfg, out, resume=resume)
-    spec = ModelSpec.parse(cfg.new).with_adapter(str(adapter))
+    spec = cfg.new.with_adapter(str(adapter))
     diag = load_diagnostics(out)
     # train_compat wrote config.yaml, env.json, diagnostics.json and budget.json.
     return write_manifest(
@@ -72,7 +71,7 @@ def build_trained(
         method=method,
         spec=spec,
         artefact="adapter",
-        sources={"old": cfg.old, "new": cfg.new},
+        sources={"old": cfg.old.format(), "new": cfg.new.format()},
         warnings=_run_warnings(out),
         details={**(details or {}), "verdict": None if diag is None else diag["verdict"]},
     )

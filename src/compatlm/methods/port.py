@@ -34,7 +34,7 @@ log = logging.getLogger(__name__)
 
 def port_adapter(
     adapter: str | Path,
-    new_base: ModelSpec | str,
+    new_base: ModelSpec,
     out_adapter: Path,
     *,
     alpha: float = 1.0,
@@ -46,7 +46,7 @@ def port_adapter(
     check_finite("alpha", alpha)
     if alpha < 0:
         raise CompatlmError(f"alpha: must be >= 0 (a scale of the ported patch), found {alpha}")
-    base = ModelSpec.parse(new_base).with_adapter(None)
+    base = new_base.with_adapter(None)
     check_adapter_fits(meta_base(base, runtime), adapter, allow_pickle=runtime.allow_pickle)
     warnings = []
     msg = warn_if_other_base(base.with_adapter(str(adapter)))
@@ -73,7 +73,7 @@ def build(
     """The ``port`` registry entry: write the candidate directory; return its ModelSpec.
     Training-free, so there is nothing to resume: ``resume`` is accepted and ignored."""
     runtime = runtime or cfg.runtime
-    old, new = ModelSpec.parse(cfg.old), ModelSpec.parse(cfg.new)
+    old, new = cfg.old, cfg.new
     adapter = require_adapter(old, "old", "old")
     if new.adapter is not None:
         log.info("port: the new spec's adapter %s is not used (only its base)", new.adapter)

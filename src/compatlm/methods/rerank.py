@@ -108,7 +108,7 @@ def _draw(
     task: ResolvedTask,
     cfg: RerankConfig,
     runtime: RuntimeConfig,
-    new: str,
+    new: ModelSpec,
     rows: dict[str, dict],
     samples_path: Path | None,
 ) -> None:
@@ -175,8 +175,8 @@ def _draw(
 
 
 def rerank_predictions(
-    new: str,
-    old: str,
+    new: ModelSpec,
+    old: ModelSpec,
     task: ResolvedTask,
     cfg: RerankConfig,
     runtime: RuntimeConfig | None = None,
@@ -239,10 +239,7 @@ def rerank_predictions(
     score_tokens = sum(len(scoring_input(r, max_len)[0]) for r in set(flat))
 
     extractor = get_extractor(task.extract)
-    desc = (
-        f"rerank(new={ModelSpec.parse(new).format()}, old={ModelSpec.parse(old).format()},"
-        f" k={cfg.k})"
-    )
+    desc = f"rerank(new={new.format()}, old={old.format()}, k={cfg.k})"
     predictions, choices, pos = [], [], 0
     for ex, outs, per in zip(task.examples, cands, reqs, strict=True):
         scores: list[float] = []

@@ -126,12 +126,15 @@ def plan_sweep(cfg: SweepConfig) -> Plan:
     grid_cfgs = method_configs(cfg, method)
     knobs = grid_points(cfg)
     first = grid_cfgs[0][1]
-    old = cfg.old or getattr(first, "old", None)
-    new = cfg.new or getattr(first, "new", None)
-    if not old or not new:
+    old_spec = cfg.old or getattr(first, "old", None)
+    new_spec = cfg.new or getattr(first, "new", None)
+    if old_spec is None or new_spec is None:
         raise CompatlmError(
             f"sweep: give old and new (the {cfg.method} config has no old/new to borrow)"
         )
+    # From here on a sweep deals in spec strings, as its builders return them and its
+    # selection.json records them.
+    old, new = str(old_spec), str(new_spec)
     names = [point_name(k) for k in knobs]
     if len(set(names)) != len(names):
         raise CompatlmError(f"values: the grid repeats a value ({', '.join(names)})")
@@ -169,10 +172,12 @@ def plan_sweep(cfg: SweepConfig) -> Plan:
 def _eval(cfg: SweepConfig, old: str, new: str, cands: dict[str, str], task: TaskConfig,
           out: Path, overwrite: bool, resume: bool) -> dict[str, Any]:  # fmt: skip
     from compatlm.eval.pipeline import run_eval
+    from compatlm.report import render_report
 
     ecfg = EvalConfig(old=old, new=new, candidates=cands, tasks=[task], runtime=cfg.runtime,
                       compare=cfg.compare)  # fmt: skip
     run = run_eval(ecfg, out, overwrite=overwrite, resume=resume)
+    render_report(run)  # eval itself renders nothing; each eval run keeps its reports
     return json.loads((run / "metrics.json").read_text(encoding="utf-8"))
 
 

@@ -39,6 +39,7 @@ from compatlm.config import (
     read_yaml,
 )
 from compatlm.errors import CompatlmError
+from compatlm.spec import ModelSpecField
 
 if TYPE_CHECKING:
     from compatlm.methods.registry import Method
@@ -114,7 +115,9 @@ class ControlConfig(StrictModel):
         description="the control method's config (mapping or YAML path); default: the sweep's"
         " `config` (same data and training budget)",
     )
-    spec: str | None = Field(None, description="a candidate already built: its ModelSpec")
+    spec: ModelSpecField | None = Field(
+        None, description="a candidate already built: its ModelSpec"
+    )
 
     @model_validator(mode="after")
     def _one_source(self) -> ControlConfig:
@@ -141,8 +144,12 @@ class SweepConfig(StrictModel):
     grid: dict[str, list[GridValue]] | None = Field(
         None, description="several knobs: dotted key -> values; one candidate per combination"
     )
-    old: str | None = Field(None, description="old ModelSpec (default: the method config's old)")
-    new: str | None = Field(None, description="new ModelSpec (default: the method config's new)")
+    old: ModelSpecField | None = Field(
+        None, description="old ModelSpec (default: the method config's old)"
+    )
+    new: ModelSpecField | None = Field(
+        None, description="new ModelSpec (default: the method config's new)"
+    )
     task: TaskConfig | None = Field(
         None, description="the task whose splits `select` names (path: a directory or {split})"
     )
@@ -247,7 +254,7 @@ def control_of(cfg: SweepConfig) -> tuple[str, Method | None, Any, str | None] |
     if c is None:
         return None
     if c.spec is not None:
-        return c.name, None, None, c.spec
+        return c.name, None, None, c.spec.format()  # a sweep deals in spec strings
     from compatlm.methods.registry import get_candidate_method
 
     try:

@@ -49,7 +49,7 @@ def size_ratio_weight(n_task: int, n_general: int) -> float:
 
 
 def task_arithmetic(
-    base: ModelSpec | str,
+    base: ModelSpec,
     vectors: list[TaskVector],
     out: Path,
     *,
@@ -63,10 +63,9 @@ def task_arithmetic(
         raise CompatlmError("vectors: empty; give at least one task vector")
     for i, v in enumerate(vectors):
         check_finite(f"vectors[{i}].weight", v.weight)
-    base_spec = ModelSpec.parse(base)
-    if base_spec.adapter is not None:
+    if base.adapter is not None:
         raise CompatlmError(
-            f"base: {base_spec.format()!r} has an adapter; give the bare base and list the"
+            f"base: {base.format()!r} has an adapter; give the bare base and list the"
             " adapter under vectors"
         )
     all_adapters = all(v.adapter is not None for v in vectors)
@@ -79,7 +78,7 @@ def task_arithmetic(
         )
     adapters = []
     models = []
-    shapes = meta_base(base_spec, runtime) if any(v.adapter for v in vectors) else None
+    shapes = meta_base(base, runtime) if any(v.adapter for v in vectors) else None
     for v in vectors:
         if v.adapter is not None:
             check_adapter_fits(shapes, v.adapter, allow_pickle=runtime.allow_pickle)
@@ -95,11 +94,11 @@ def task_arithmetic(
     }
     if output == "adapter":
         factors = stack_lora(adapters, missing="zero", why=WHY)
-        write_lora(out / "adapter", factors, template=adapters[-1][0].config, base=base_spec.base)
+        write_lora(out / "adapter", factors, template=adapters[-1][0].config, base=base.base)
         details["rank"] = max(a.shape[0] for a, _ in factors.values())
-        return base_spec.with_adapter(str(out / "adapter")), details
+        return base.with_adapter(str(out / "adapter")), details
     details.update(
-        merge_full(base_spec, out / "model", adapters=adapters, models=models, runtime=runtime)
+        merge_full(base, out / "model", adapters=adapters, models=models, runtime=runtime)
     )
     return ModelSpec(str(out / "model")), details
 
@@ -128,7 +127,7 @@ def build(
         spec=spec,
         artefact="adapter" if spec.adapter else "merged",
         sources={
-            "base": cfg.base,
+            "base": cfg.base.format(),
             "vectors": [v.model_dump(exclude_none=True) for v in cfg.vectors],
         },
         warnings=[],

@@ -49,9 +49,8 @@ IN_MEMORY_BYTES = 256 * 2**20  # caches up to this size are read into RAM at ope
 _KEYS = ("ids", "logprobs", "rest_logmass", "label_logprob", "argmax")
 
 
-def spec_key(spec: ModelSpec | str) -> str:
+def spec_key(spec: ModelSpec) -> str:
     """A spec with local paths made absolute, so ``./old`` and ``/abs/old`` compare equal."""
-    spec = ModelSpec.parse(spec)
 
     def norm(part: str | None) -> str | None:
         return os.path.realpath(part) if part and os.path.exists(part) else part
@@ -88,7 +87,7 @@ def _rows_of(logits: Tensor, labels: Tensor, k: int, temperature: float) -> list
 
 
 def build_teacher_cache(
-    old_spec: ModelSpec | str,
+    old_spec: ModelSpec,
     examples: Sequence[Features],
     tokenizer: Any,
     out_dir: str | Path,
@@ -198,7 +197,7 @@ class TeacherCache:
         cls,
         directory: str | Path,
         *,
-        teacher: ModelSpec | str,
+        teacher: ModelSpec,
         tokenizer: Any,
         k: int,
         temperature: float,

@@ -24,6 +24,7 @@ from typing import Any, Literal
 from pydantic import Field, model_validator
 
 from compatlm.config import RuntimeConfig, Seed, StrictModel, TaskConfig
+from compatlm.spec import ModelSpecField
 from compatlm.train.masks import NO_OLD_MASKS, MaskName
 
 PAPER_LORA: dict[str, Any] = {
@@ -125,7 +126,7 @@ class TrainTaskConfig(_PresetMixin):
     ``lora`` is ignored); otherwise a fresh LoRA is created from ``lora``.
     """
 
-    base: str = Field(description="ModelSpec: base[@rev] or base+adapter to continue")
+    base: ModelSpecField = Field(description="ModelSpec: base[@rev] or base+adapter to continue")
     task: TaskConfig = Field(description="training data; split defaults to train")
     data: DataSettings = DataSettings()
     val_fraction: float = Field(0.2, ge=0.0, lt=1.0, description="held out, seeded split")
@@ -152,8 +153,12 @@ class TrainCompatConfig(_PresetMixin):
     where the mask picks teacher_old or teacher_new per token.
     """
 
-    old: str = Field(description="ModelSpec of the old task model: old base + old adapter")
-    new: str = Field(description="ModelSpec of the new task model: new base + new adapter")
+    old: ModelSpecField = Field(
+        description="ModelSpec of the old task model: old base + old adapter"
+    )
+    new: ModelSpecField = Field(
+        description="ModelSpec of the new task model: new base + new adapter"
+    )
     task: TaskConfig = Field(description="training data; split defaults to train")
     data: DataSettings = DataSettings()
     val_fraction: float = Field(0.2, ge=0.0, lt=1.0)

@@ -184,11 +184,10 @@ class CachedTeacher:
 def task_model_specs(cfg: TrainCompatConfig) -> tuple[ModelSpec, ModelSpec]:
     """The (old, new) task models of a compat config; each must name its adapter."""
     specs = []
-    for role, text in (("old", cfg.old), ("new", cfg.new)):
-        spec = ModelSpec.parse(text)
+    for role, spec in (("old", cfg.old), ("new", cfg.new)):
         if spec.adapter is None:
             raise CompatlmError(
-                f"{role}: {text!r} names no adapter; expected the {role} task model as"
+                f"{role}: {spec.format()!r} names no adapter; expected the {role} task model as"
                 f" base+adapter (e.g. runs/{role}_base+runs/{role}_task/adapter)"
             )
         specs.append(spec)

@@ -42,6 +42,13 @@ from compatlm.train.teachers import set_up_teachers, task_model_specs
 
 log = logging.getLogger(__name__)
 
+# Why a cross-tokenizer update is refused: the method's limitation, not a missing feature.
+SHARED_VOCABULARY = (
+    "MUSCLE (arXiv 2407.09435) distils the old and new models' next-token distributions"
+    " position by position, so it applies only to updates that keep the tokenizer: its"
+    " token-level distillation"
+)
+
 
 def train_compat(
     cfg: TrainCompatConfig,
@@ -59,7 +66,7 @@ def train_compat(
     preflight(old, cfg.runtime)
     preflight(new, cfg.runtime)
     tok = load_tokenizer(new, cfg.runtime)
-    require_same_tokenizer(load_tokenizer(old, cfg.runtime), tok, why="token-level distillation")
+    require_same_tokenizer(load_tokenizer(old, cfg.runtime), tok, why=SHARED_VOCABULARY)
     task, feats = encode_task(cfg.task, tok, cfg.data, mask_prompt=cfg.mask_prompt)
     train, val = split_train_val(feats, cfg.val_fraction, cfg.optim.seed)
 
@@ -118,7 +125,7 @@ def cache_teacher(
     )
     old, new = task_model_specs(cfg)
     tok = load_tokenizer(new, cfg.runtime)
-    require_same_tokenizer(load_tokenizer(old, cfg.runtime), tok, why="token-level distillation")
+    require_same_tokenizer(load_tokenizer(old, cfg.runtime), tok, why=SHARED_VOCABULARY)
     _, feats = encode_task(cfg.task, tok, cfg.data, mask_prompt=cfg.mask_prompt)
     spec = old if teacher == "old" else new
     return build_teacher_cache(spec, feats, tok, out_dir, cfg.topk, cfg.temperature, cfg.runtime)

@@ -15,7 +15,6 @@ import logging
 from pathlib import Path
 
 from compatlm.models import check_lora_head, load_tokenizer, preflight
-from compatlm.spec import ModelSpec
 from compatlm.train.card import finish_card, task_card
 from compatlm.train.checkpoint import peft_saver, start_run
 from compatlm.train.config import TrainTaskConfig, preset_warnings
@@ -38,7 +37,7 @@ def train_task(
     """Train a task adapter; returns the adapter directory (``out/adapter``)."""
     from accelerate.utils import set_seed
 
-    spec = ModelSpec.parse(cfg.base)
+    spec = cfg.base
     # Spec and data first: a mistake fails before a run directory or a model exists.
     check_lora_head(spec, cfg.lora.target_modules, cfg.runtime)
     preflight(spec, cfg.runtime)
