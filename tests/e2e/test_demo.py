@@ -1,12 +1,10 @@
 """`compatlm demo --quick` end to end: family build, adapters, MUSCLE selected on validation,
-one test eval, summary, evidence, resume."""
+one test eval, summary, evidence, resume. The quick demo (the ``demo_run`` fixture, shared with
+test_configs.py) takes most of a minute: those tests are ``slow``."""
 
 from __future__ import annotations
 
-import builtins
 import json
-import os
-from pathlib import Path
 
 import pytest
 
@@ -15,60 +13,7 @@ from compatlm.cli import main
 TASKS = ("demo_hellaswag", "demo_piqa", "demo_gsm8k", "demo_samsum")
 
 
-def _trap_test_reads(mp: pytest.MonkeyPatch, out: Path) -> list[tuple[str, bool]]:
-    """Record every opening of a family's ``tasks/<task>/test.jsonl`` for reading once the
-    family is built and verified (verifying hashes every file's bytes), with whether
-    ``seed0/selection/<task>.json`` (the fixed winner) existed at that moment."""
-    import compatlm.demo.family as family
-
-    reads: list[tuple[str, bool]] = []
-    armed = []
-
-    def check(file: object, mode: str) -> None:
-        if not armed or not isinstance(file, (str, os.PathLike)) or any(c in mode for c in "wax+"):
-            return
-        path = Path(file)
-        if path.name == "test.jsonl" and path.parent.parent.name == "tasks":
-            task = path.parent.name
-            reads.append((task, (out / "seed0" / "selection" / f"{task}.json").is_file()))
-
-    real_path_open, real_open = Path.open, builtins.open
-    real_build = family.build_or_load_family
-
-    def path_open(self, mode="r", *args, **kwargs):
-        check(self, mode)
-        return real_path_open(self, mode, *args, **kwargs)
-
-    def any_open(file, mode="r", *args, **kwargs):
-        check(file, mode)
-        return real_open(file, mode, *args, **kwargs)
-
-    def build(*args, **kwargs):
-        fam = real_build(*args, **kwargs)
-        armed.append(True)  # from here on every reader of a test file is the demo's
-        return fam
-
-    mp.setattr(Path, "open", path_open)
-    mp.setattr(builtins, "open", any_open)
-    mp.setattr(family, "build_or_load_family", build)
-    return reads
-
-
-@pytest.fixture(scope="module")
-def demo_run(tmp_path_factory):
-    root = tmp_path_factory.mktemp("demo")
-    mp, trap = pytest.MonkeyPatch(), pytest.MonkeyPatch()
-    mp.setenv("COMPATLM_CACHE", str(root / "cache"))
-    out = root / "out"
-    reads = _trap_test_reads(trap, out)
-    try:
-        code = main(["demo", "--quick", "--out", str(out), "runtime.progress=false"])
-    finally:
-        trap.undo()  # the file traps cover the first run only; the cache stays for the reruns
-    yield code, out, reads
-    mp.undo()
-
-
+@pytest.mark.slow
 def test_quick_demo_tells_the_whole_story(demo_run):
     code, out, _ = demo_run
     assert code == 0
@@ -107,6 +52,7 @@ def test_quick_demo_tells_the_whole_story(demo_run):
     assert "<script" not in html and "muscle" in html
 
 
+@pytest.mark.slow
 def test_rerun_resumes_without_retraining(demo_run):
     code, out, _ = demo_run
     assert code == 0
@@ -116,6 +62,7 @@ def test_rerun_resumes_without_retraining(demo_run):
     assert (adapter / "adapter_model.safetensors").stat().st_mtime_ns == before
 
 
+@pytest.mark.slow
 def test_rerun_with_other_settings_is_refused(demo_run, capsys):
     _, out, _ = demo_run
     code = main(["demo", "--quick", "--out", str(out), "training.epochs=2"])
@@ -131,12 +78,11 @@ def test_unknown_task_fails_before_anything_is_written(tmp_path, capsys):
     assert not out.exists()
 
 
-def test_continued_family_runs_every_alternative(tmp_path, monkeypatch):
+@pytest.mark.slow
+def test_continued_family_runs_every_alternative(continued_run):
     """Same-shape bases: port, interpolate and merge apply, beside MUSCLE and PCT."""
-    monkeypatch.setenv("COMPATLM_CACHE", str(tmp_path / "cache"))
-    out = tmp_path / "out"
-    argv = ["demo", "--quick", "--family", "continued", "--out", str(out)]
-    assert main([*argv, "--tasks", "demo_piqa", "demo_gsm8k", "runtime.progress=false"]) == 0
+    code, out = continued_run
+    assert code == 0
     family = json.loads((out / "family.json").read_text())
     assert family["alternatives_skipped"] is None
     summary = json.loads((out / "summary.json").read_text())
@@ -150,6 +96,7 @@ def test_continued_family_runs_every_alternative(tmp_path, monkeypatch):
     assert "interpolate" in (out / "report.md").read_text()
 
 
+@pytest.mark.slow
 def test_default_family_skips_weight_space_alternatives_with_a_reason(demo_run):
     _, out, _ = demo_run
     family = json.loads((out / "family.json").read_text())
@@ -159,6 +106,7 @@ def test_default_family_skips_weight_space_alternatives_with_a_reason(demo_run):
     assert "pct" in roles and not roles & {"port", "interpolate", "merge"}
 
 
+@pytest.mark.slow
 def test_muscle_is_selected_on_validation_before_test_is_read(demo_run):
     code, out, reads = demo_run
     assert code == 0

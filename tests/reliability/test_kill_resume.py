@@ -92,6 +92,7 @@ def eval_config(tiny_family, tmp_path_factory) -> Path:
     return cfg
 
 
+@pytest.mark.slow  # a real subprocess, killed and resumed: 10-20 s
 def test_eval_killed_then_resumed_equals_uninterrupted(eval_config, tmp_path):
     reference, killed = tmp_path / "reference", tmp_path / "killed"
     with one_thread():
@@ -152,6 +153,7 @@ def adapter_logits(base: Path, adapter: Path) -> torch.Tensor:
         return loaded.model(input_ids=torch.tensor([ids])).logits  # (1, T, V)
 
 
+@pytest.mark.slow  # a real subprocess, killed and resumed: 10-20 s
 def test_train_killed_then_resumed_equals_uninterrupted(train_config, tiny_family, tmp_path):
     reference, killed = tmp_path / "reference", tmp_path / "killed"
     with one_thread():

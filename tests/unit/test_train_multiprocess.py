@@ -17,6 +17,7 @@ from safetensors.torch import load_file
 
 from compatlm.cli import main
 from cpu_launch import command
+from optional_deps import needs_deepspeed
 
 DIGITS = (1, 3, 4, 7)  # single tokens of the tiny tokenizer
 
@@ -125,11 +126,12 @@ def _compat_yaml(tiny_family, data: Path, bs: int, extra: str = "") -> str:
     )
 
 
+@pytest.mark.slow
 @pytest.mark.parametrize(
     "mode, one_bs, per_process, steps",
     [
         ("fsdp2", 2, "batch_size: 1", (4, 8)),
-        ("zero3", 4, "batch_size: 1, grad_accum: 2", (2, 4)),
+        pytest.param("zero3", 4, "batch_size: 1, grad_accum: 2", (2, 4), marks=needs_deepspeed),
     ],
 )
 def test_compat_sharded_two_processes_match_one(
@@ -156,7 +158,15 @@ def test_compat_sharded_two_processes_match_one(
 
 
 @pytest.mark.slow
-@pytest.mark.parametrize("mode", ["ddp", "fsdp2", "zero2", "zero3"])
+@pytest.mark.parametrize(
+    "mode",
+    [
+        "ddp",
+        "fsdp2",
+        pytest.param("zero2", marks=needs_deepspeed),
+        pytest.param("zero3", marks=needs_deepspeed),
+    ],
+)
 def test_interrupted_two_process_run_resumes_exactly(tiny_family, tmp_path, mode):
     """Interrupted mid-epoch, resumed with the same processes: bit-identical to the
     uninterrupted run (dropout on: every process's random stream is restored too). The

@@ -314,7 +314,7 @@ def run_training(
     run = _Run(
         acc,
         model,
-        acc.unwrap_model(model),
+        zero.unwrap_model(acc, model),
         optimizer,
         scheduler,
         loader,

@@ -3,6 +3,7 @@
 DeepSpeed's engine owns parts of the step that compatlm's loop owns in every other set-up, so
 this module adapts the two to each other:
 
+- :func:`unwrap_model` — the prepared model's inner module, DeepSpeed imported only when used;
 - :func:`configure` — fills the DeepSpeed config from compatlm's settings before ``prepare``:
   one micro-batch per engine step (compatlm accumulates gradients itself and tells the engine
   where a window ends), gradient clipping at ``optim.max_grad_norm``; refuses a config that
@@ -35,6 +36,27 @@ def is_deepspeed(acc: Any) -> bool:
     from accelerate.utils import DistributedType
 
     return acc.distributed_type == DistributedType.DEEPSPEED
+
+
+def unwrap_model(acc: Any, model: Any) -> Any:
+    """``acc.unwrap_model(model)`` that imports DeepSpeed only for a DeepSpeed run.
+
+    accelerate's unwrap imports DeepSpeed whenever it is installed (to test for its engine
+    class); that import costs seconds and logs to stdout, so a single-process run such as
+    ``compatlm demo`` would pay for and print it. Without DeepSpeed the only wrappers
+    ``prepare`` adds are torch's: compilation and (Distributed)DataParallel; FSDP2 shards in
+    place, FSDP1 is refused by the loop."""
+    if is_deepspeed(acc):
+        return acc.unwrap_model(model)
+    from accelerate.utils import is_compiled_module
+    from torch.nn import DataParallel
+    from torch.nn.parallel import DistributedDataParallel
+
+    if is_compiled_module(model):
+        model = model._orig_mod
+    while isinstance(model, DataParallel | DistributedDataParallel):
+        model = model.module
+    return model
 
 
 def zero_stage(acc: Any) -> int:
