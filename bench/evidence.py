@@ -82,8 +82,17 @@ def target_nfr_cut(ev: dict[str, Any]) -> dict[str, Any]:
     diff = avg["delta_nfr_percent_muscle_minus_continue_ce"]
     missing = [m for m in ev["missing"] if m["role"] == "muscle"]
     value = boot["value"]
+    # A task without MUSCLE in some seed drops out of the averages; a cut averaged over the
+    # tasks that remain (possibly one) is not a cut "averaged over tasks".
+    left_out = sorted(set(ev["tasks"]) - set(boot["tasks"]))
     return _verdict(
         [
+            _cond(
+                f"the averages below cover every task ({len(ev['tasks'])})",
+                f"{len(boot['tasks'])} of {len(ev['tasks'])} tasks",
+                not left_out,
+                left_out=left_out,
+            ),
             _cond(
                 f"Δ%NFR vs new averaged over tasks <= {NFR_CUT_PERCENT}",
                 value,

@@ -1,0 +1,201 @@
+"""The two home-made pieces of ``bench/real_update.py``: the stdlib-docstring task and the
+compressed base (the rest of the study is compatlm's own CLI, tested elsewhere).
+
+The task is built from this machine's standard library, so expected values are recomputed from
+the harvested docstrings, never hard-coded. The compression runs on a tiny tied-embedding Llama
+built here.
+"""
+
+from __future__ import annotations
+
+import json
+import re
+import sys
+from pathlib import Path
+
+import pytest
+import torch
+
+from helpers import make_tokenizer
+
+sys.path.insert(0, str(Path(__file__).resolve().parents[2] / "bench"))
+
+import real_update_task as rt
+from real_update_compress import MLP_NAMES, compress_base, low_rank
+
+from compatlm.tasks.local import load_local_jsonl
+
+
+@pytest.fixture(scope="module")
+def docs() -> list[rt.Doc]:
+    return rt.harvest()
+
+
+@pytest.fixture(scope="module")
+def built(tmp_path_factory, docs) -> tuple[Path, dict]:
+    out = tmp_path_factory.mktemp("task")
+    sizes = {"train": 60, "validation": 30, "test": 400}
+    return out, rt.write_task(out, sizes, seed=0)
+
+
+def _rows(path: Path) -> list[dict]:
+    return [json.loads(line) for line in path.read_text().splitlines()]
+
+
+def test_split_by_package_and_module(built, docs):
+    out, meta = built
+    module_of = {d.qualname: d.module for d in docs}
+    seen: dict[str, str] = {}
+    for split in rt.SPLITS:
+        for r in _rows(out / f"{split}.jsonl"):
+            for key in (module_of[r["id"]], module_of[r["id"]].split(".")[0]):
+                assert seen.setdefault(key, split) == split, f"{key} in {seen[key]} and {split}"
+    assert set(seen.values()) == set(rt.SPLITS)
+    assert {s: meta["splits"][s]["questions"] for s in rt.SPLITS} == {
+        "train": 60,
+        "validation": 30,
+        "test": 400,
+    }
+
+
+def test_at_least_400_test_groups_one_per_function(built):
+    out, meta = built
+    rows = _rows(out / "test.jsonl")
+    groups = {r["group"] for r in rows}
+    assert len(groups) >= 400 and meta["splits"]["test"]["groups"] == len(groups)
+    assert all(r["group"] == r["id"] for r in rows)
+
+
+def test_labels_point_at_the_documented_function(built, docs):
+    out, _ = built
+    by_name = {d.qualname: d for d in docs}
+    for split in rt.SPLITS:
+        rows = _rows(out / f"{split}.jsonl")
+        for r in rows:
+            d = by_name[r["id"]]
+            assert r["choices"][r["label"]] == f" {d.name}"
+            assert len(r["choices"]) == 4 and len(set(r["choices"])) == 4
+            module_names = {x.name for x in docs if x.module == d.module}
+            assert {c.strip() for c in r["choices"]} <= module_names
+            # The answer is not spelled out in the docstring part of the question.
+            text = r["context"].split("Docstring: ", 1)[1]
+            assert not re.search(rf"(?<![\w.]){re.escape(d.name)}(?!\w)", text), r["id"]
+        # compatlm reads the file as a task, with its groups.
+        kind, examples = load_local_jsonl(out / f"{split}.jsonl", kind="multiple_choice")
+        assert kind == "multiple_choice"
+        assert [e.group for e in examples] == [r["group"] for r in rows]
+    labels = [r["label"] for r in _rows(out / "test.jsonl")]
+    assert len(set(labels)) == 4  # positions are shuffled, not always the first
+
+
+def test_contexts_fit_the_token_limit(docs):
+    count = len  # one "token" per character: the tightest possible limit still holds
+    rows = rt.make_rows(docs[:300], count_tokens=count, max_tokens=140)
+    assert rows and all(len(r["context"]) <= 140 for r in rows)
+
+
+def test_task_is_reused_when_the_recipe_matches(built):
+    out, meta = built
+    before = (out / "test.jsonl").stat().st_mtime_ns
+    assert rt.write_task(out, meta["recipe"]["sizes"], seed=0) == meta
+    assert (out / "test.jsonl").stat().st_mtime_ns == before
+
+
+def test_too_few_questions_is_refused(docs):
+    rows = rt.make_rows(docs[:50])
+    with pytest.raises(ValueError, match="split test"):
+        rt.split_rows(rows, sizes={"test": 10_000})
+
+
+# --------------------------------------------------------------------------- compression
+
+
+@pytest.fixture(scope="module")
+def tiny_tied(tmp_path_factory) -> Path:
+    from transformers import LlamaConfig, LlamaForCausalLM
+
+    tok = make_tokenizer()
+    cfg = LlamaConfig(
+        vocab_size=len(tok),
+        hidden_size=32,
+        intermediate_size=64,
+        num_hidden_layers=2,
+        num_attention_heads=4,
+        num_key_value_heads=2,
+        tie_word_embeddings=True,  # as SmolLM2
+        bos_token_id=tok.bos_token_id,
+        eos_token_id=tok.eos_token_id,
+        pad_token_id=tok.pad_token_id,
+    )
+    torch.manual_seed(0)
+    path = tmp_path_factory.mktemp("tied")
+    LlamaForCausalLM(cfg).save_pretrained(path, safe_serialization=True)
+    tok.save_pretrained(path)
+    return path
+
+
+def _state(path: Path) -> dict[str, torch.Tensor]:
+    from transformers import AutoModelForCausalLM
+
+    return AutoModelForCausalLM.from_pretrained(path, dtype=torch.float32).state_dict()
+
+
+def test_compressed_base_same_shapes_and_tokenizer_mlp_low_rank(tiny_tied, tmp_path):
+    out = compress_base(tiny_tied, tmp_path / "svd4", rank=4)
+    old, new = _state(tiny_tied), _state(out)
+    assert {k: v.shape for k, v in old.items()} == {k: v.shape for k, v in new.items()}
+    for name in ("tokenizer.json", "tokenizer_config.json"):
+        assert (out / name).read_bytes() == (tiny_tied / name).read_bytes()
+    cfg_old = json.loads((tiny_tied / "config.json").read_text())
+    cfg_new = json.loads((out / "config.json").read_text())
+    assert cfg_new["tie_word_embeddings"] is cfg_old["tie_word_embeddings"] is True
+    mlp = [k for k in old if any(f"{m}.weight" in k for m in MLP_NAMES)]
+    assert len(mlp) == 2 * len(MLP_NAMES)
+    for k in old:
+        if k in mlp:
+            assert torch.linalg.matrix_rank(new[k]).item() <= 4 < torch.linalg.matrix_rank(old[k])
+            assert not torch.equal(new[k], old[k])
+        else:
+            assert torch.equal(new[k], old[k]), k  # attention, norms, embeddings untouched
+    doc = json.loads((out / "compression.json").read_text())
+    assert doc["recipe"]["rank"] == 4 and doc["matrices"] == len(mlp)
+
+
+def test_compression_is_cached_and_rebuilt_for_another_recipe(tiny_tied, tmp_path):
+    out = compress_base(tiny_tied, tmp_path / "c", rank=8)
+    stamp = (out / "model.safetensors").stat().st_mtime_ns
+    assert compress_base(tiny_tied, out, rank=8) == out
+    assert (out / "model.safetensors").stat().st_mtime_ns == stamp
+    compress_base(tiny_tied, out, rank=2, prune=0.5)
+    doc = json.loads((out / "compression.json").read_text())
+    assert (doc["recipe"]["rank"], doc["recipe"]["prune"]) == (2, 0.5)
+    w = _state(out)["model.layers.0.mlp.up_proj.weight"]
+    assert (w == 0).float().mean().item() >= 0.5
+
+
+def test_low_rank_is_the_best_approximation():
+    torch.manual_seed(0)
+    w = torch.randn(12, 7)
+    approx = low_rank(w, 3)
+    s = torch.linalg.svdvals(w)
+    # Eckart-Young: the error is the norm of the dropped singular values.
+    assert (w - approx).norm().item() == pytest.approx(s[3:].norm().item(), rel=1e-5)
+
+
+def test_prune_only_keeps_the_rest_and_needs_a_recipe(tiny_tied, tmp_path):
+    out = compress_base(tiny_tied, tmp_path / "p", rank=None, prune=0.5)
+    old, new = _state(tiny_tied), _state(out)
+    for k in old:
+        if any(f"{m}.weight" in k for m in MLP_NAMES):
+            zeros = new[k] == 0
+            assert zeros.float().mean().item() >= 0.5
+            # What survives is the large-magnitude half, unchanged.
+            assert torch.equal(new[k][~zeros], old[k][~zeros])
+            assert old[k][~zeros].abs().min() >= old[k][zeros].abs().max()
+        else:
+            assert torch.equal(new[k], old[k]), k
+    assert json.loads((out / "compression.json").read_text())["recipe"]["method"] == (
+        "magnitude_prune_mlp"
+    )
+    with pytest.raises(ValueError, match="rank"):
+        compress_base(tiny_tied, tmp_path / "none", rank=None, prune=0.0)
