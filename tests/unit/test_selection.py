@@ -418,7 +418,8 @@ def test_an_error_in_the_test_look_keeps_the_selection_for_resume(
 
 
 def test_report_labels_are_escaped(tmp_path):
-    from compatlm.methods.sweep_report import front_png, selection_document, sweep_markdown
+    from compatlm.methods.sweep_docs import selection_document
+    from compatlm.report.sweep import front_png, sweep_markdown
 
     doc = _metrics_doc({"new": (4, 15), "p": (2, 15), "control": (3, 15)})
     entries = [Entry("p", "sp", value="x", knobs={"mask": "$\\frac{$ x|y <b>"}),

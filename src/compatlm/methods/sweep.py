@@ -61,18 +61,14 @@ from compatlm.methods.sweep_config import (
     point_name,
     role_name,
 )
-from compatlm.methods.sweep_report import (
-    front_png,
-    legacy_document,
-    selection_document,
-    sweep_markdown,
-)
+from compatlm.methods.sweep_docs import legacy_document, selection_document
 from compatlm.methods.sweep_splits import (
     check_selection_split,
     check_test_split_exists,
     same_file,
     sweep_splits,
 )
+from compatlm.report.sweep import front_png, sweep_markdown
 from compatlm.rundir import input_paths, prepare_out_dir
 
 __all__ = ["SweepPoint", "SweepResult", "method_configs", "role_name", "run_sweep", "select"]

@@ -1,17 +1,15 @@
-"""The documents of a sweep: ``selection.json`` (built here), ``sweep.md`` and the front plot.
+"""``sweep.md`` and ``plots/sweep_front.png``: pure functions of a ``selection.json`` document.
 
-``sweep.md`` and ``plots/sweep_front.png`` are pure functions of the ``selection.json``
-document, so they can be re-rendered from files alone. They say what was selected, on which
-split, under which floor; show the selection split's front (metric vs accuracy per point, the
-winner marked) and the one test look with the control beside the winner. Every label that comes
-from a config (knob values, role names, paths) is escaped: Markdown through
+They can be re-rendered from files alone. They say what was selected, on which split, under
+which floor; show the selection split's front (metric vs accuracy per point, the winner marked)
+and the one test look with the control beside the winner. Every label that comes from a config
+(knob values, role names, paths) is escaped: Markdown through
 :func:`compatlm.report.markdown.md`, plot text drawn without mathtext or LaTeX (a ``$`` in a
 knob value is a dollar sign, not the start of a formula).
 """
 
 from __future__ import annotations
 
-from dataclasses import asdict
 from typing import Any
 
 from matplotlib.figure import Figure
@@ -27,64 +25,6 @@ ABBREV = {
     "similarity_negative_flip_rate": "NFR (similarity)",
     "backward_trust_compatibility": "BTC",
 }
-
-
-def _dump(task: Any) -> dict[str, Any] | None:
-    return task.model_dump(mode="json", exclude_none=True) if task is not None else None
-
-
-def selection_document(
-    cfg: Any,
-    sel: Any,
-    *,
-    old: str,
-    control: str | None,
-    test: dict[str, Any] | None,
-    status: str,
-    removed: list[str],
-    splits: tuple[str, Any, str | None, Any],
-) -> dict[str, Any]:
-    """``selection.json``: the rule, every point's numbers on the selection split (metric
-    objects with numerator and denominator), the winner and the test look."""
-    val_split, val_task, test_split, test_task = splits
-    return {
-        "schema_version": 1,
-        "status": status,  # winner_fixed (test pending) | selected | no_candidate
-        "method": cfg.method,
-        "knobs": cfg.knobs(),
-        "splits": {
-            "selection": {"name": val_split, "task": _dump(val_task)},
-            "test": {"name": test_split, "task": _dump(test_task)} if test_task else None,
-        },
-        "rule": sel.rule,
-        "old": old,
-        "new": asdict(sel.new),
-        "control": control,
-        "points": [asdict(p) for p in sel.points],
-        "winner": asdict(sel.winner) if sel.winner is not None else None,
-        "reason": sel.reason,
-        "test": test,
-        "runs": {
-            "validation": None if "validation" in removed else "validation",
-            "test": "test" if test is not None else None,
-        },
-        "removed": removed,
-    }
-
-
-def legacy_document(cfg: Any, sel: Any, test: dict[str, Any] | None) -> dict[str, Any]:
-    """``sweep.json`` of the original ``validation``/``test`` form, in its original shape."""
-    return {
-        "method": cfg.method,
-        "knob": cfg.knob if cfg.knob is not None else list(cfg.knobs()),
-        "validation_task": cfg.validation.model_dump(mode="json", exclude_none=True),
-        "floor": sel.floor,
-        "new": asdict(sel.new),
-        "points": [asdict(p) for p in sel.points],
-        "selected": asdict(sel.winner) if sel.winner else None,
-        "reason": sel.reason,
-        "test": test,
-    }
 
 
 def _pct(metric: dict[str, Any] | None) -> str:
