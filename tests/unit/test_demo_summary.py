@@ -62,6 +62,23 @@ def test_summary_means_intervals_and_relative_change(tmp_path):
     assert "Cost s" in md and "| t | cand |" in md and "-40.0" in md
 
 
+def test_a_candidate_missing_from_a_seed_is_compared_with_new_in_its_own_seeds(tmp_path):
+    # seed 1 has no candidate (no grid point passed the floor): new's NFR there (0.30) must
+    # not enter the candidate's baseline, or a 0.10 -> 0.08 change would read as -60 %.
+    runs = {0: _seed(tmp_path, 0, 0.10, 0.08, 10.0), 1: _seed(tmp_path, 1, 0.30, 0.0, 1.0)}
+    doc = json.loads((runs[1] / "metrics.json").read_text())
+    doc["comparisons"] = [c for c in doc["comparisons"] if c["other"] != "cand"]
+    (runs[1] / "metrics.json").write_text(json.dumps(doc))
+    write_summary(tmp_path, runs, ["t"])
+    summary = json.loads((tmp_path / "summary.json").read_text())
+    task = summary["tasks"]["t"]
+    assert task["cand"]["seeds"] == 1 and task["new"]["seeds"] == 2
+    assert task["new"]["nfr"]["mean"] == pytest.approx(0.20)
+    assert task["cand"]["new_same_seeds"] == {"nfr": pytest.approx(0.10), "acc": 0.8, "n": 1}
+    assert task["cand"]["delta_nfr_percent"] == pytest.approx(-20.0)
+    assert summary["overall"]["cand"]["min_accuracy_change_points"] == pytest.approx(-1.0)
+
+
 def test_summary_html_escapes_role_names(tmp_path):
     run = _seed(tmp_path, 0, 0.1, 0.1, 1.0)
     data = json.loads((run / "metrics.json").read_text())

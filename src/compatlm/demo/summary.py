@@ -104,10 +104,19 @@ def aggregate(per_seed: dict[int, dict[tuple[str, str], dict[str, Any]]], tasks:
     table: dict[str, dict[str, Any]] = {}
     for task in tasks:
         table[task] = {}
+        # Per role, new's rows in the same seeds: a candidate missing from some seeds (no grid
+        # point passed the floor) is compared with new over the seeds it has, not all of them.
+        paired: dict[str, tuple[list[float | None], list[float | None]]] = {}
         for role in roles:
             seeds = [rows[(task, role)] for rows in per_seed.values() if (task, role) in rows]
             if not seeds:
                 continue
+            news = [
+                rows[(task, "new")]
+                for rows in per_seed.values()
+                if (task, role) in rows and (task, "new") in rows
+            ]
+            paired[role] = ([primary(r, "nfr") for r in news], [r.get("acc") for r in news])
             keys = [s for s, _ in FIELDS + SIM_FIELDS] + ["p_vs_new", "seconds", "old_share"]
             entry = {k: mean_ci([s.get(k) for s in seeds]) for k in keys}
             entry["primary_nfr"] = mean_ci([primary(s, "nfr") for s in seeds])
@@ -118,9 +127,11 @@ def aggregate(per_seed: dict[int, dict[tuple[str, str], dict[str, Any]]], tasks:
             entry["verdicts"] = list(dict.fromkeys(s["verdict"] for s in seeds if s.get("verdict")))
             entry["seeds"] = len(seeds)
             table[task][role] = entry
-        base = table[task].get("new", {}).get("primary_nfr", {}).get("mean")
-        for entry in table[task].values():
+        for role, entry in table[task].items():
+            nfrs, accs = paired[role]
+            base = mean_ci(nfrs)["mean"]
             cand = entry["primary_nfr"]["mean"]
+            entry["new_same_seeds"] = {"nfr": base, "acc": mean_ci(accs)["mean"], "n": len(nfrs)}
             entry["delta_nfr"] = None if cand is None or base is None else cand - base
             entry["delta_nfr_percent"] = (
                 None if cand is None or not base else 100.0 * (cand - base) / base
@@ -141,7 +152,7 @@ def overall(table: dict[str, Any], role: str) -> dict[str, Any]:
             pcts.append(entry[role]["delta_nfr_percent"])
         if entry.get(role, {}).get("similarity"):
             continue
-        new_acc = entry.get("new", {}).get("acc", {}).get("mean")
+        new_acc = entry.get(role, {}).get("new_same_seeds", {}).get("acc")
         cand_acc = entry.get(role, {}).get("acc", {}).get("mean")
         if new_acc is not None and cand_acc is not None:
             acc_gaps.append(100.0 * (cand_acc - new_acc))

@@ -254,7 +254,8 @@ def demo_header(summary: dict[str, Any], esc: Callable[[str], str]) -> Header:
 INTRO = (
     "All rates in percent, mean ± 95% t-interval half-width over seeds; every model is compared"
     " with old on the task's test split. ΔNFR and Δ%NFR are relative to the vanilla update"
-    " (new); p is McNemar's exact test of the model vs new. Cost = seconds to train or build"
+    " (new) in the same seeds (a candidate missing from a seed is compared over the seeds it"
+    " has); p is McNemar's exact test of the model vs new. Cost = seconds to train or build"
     " the model's adapter (for new: its task adapter), from done.json."
 )
 
