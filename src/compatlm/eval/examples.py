@@ -15,11 +15,14 @@ from __future__ import annotations
 import logging
 from collections.abc import Iterable, Mapping
 from pathlib import Path
-from typing import Any
+from typing import TYPE_CHECKING, Any
 
 from compatlm.errors import CompatlmError
 from compatlm.io import atomic_write_jsonl, read_jsonl
 from compatlm.paths import RunLayout
+
+if TYPE_CHECKING:
+    from compatlm.tasks import Example, ResolvedTask
 
 log = logging.getLogger(__name__)
 
@@ -27,7 +30,7 @@ log = logging.getLogger(__name__)
 Texts = dict[str, dict[str, Any]]
 
 
-def example_row(example: Any, example_hash: str) -> dict[str, Any]:
+def example_row(example: Example, example_hash: str) -> dict[str, Any]:
     """One line of the examples file for an MC or generation example."""
     choices = getattr(example, "choices", None)
     prompt = example.context if choices is not None else example.prompt
@@ -40,7 +43,7 @@ def example_row(example: Any, example_hash: str) -> dict[str, Any]:
 
 
 def write_examples(
-    run: Path, tasks: Iterable[Any], hashes: Mapping[str, Mapping[str, str]]
+    run: Path, tasks: Iterable[ResolvedTask], hashes: Mapping[str, Mapping[str, str]]
 ) -> list[Path]:
     """``examples/<task>.jsonl`` for every resolved task (``hashes[task][example_id]``)."""
     layout = RunLayout(run)

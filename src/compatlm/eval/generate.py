@@ -14,13 +14,17 @@ from __future__ import annotations
 
 from collections.abc import Callable, Sequence
 from dataclasses import dataclass
-from typing import Any
+from typing import TYPE_CHECKING, Any
 
 import torch
 
 from compatlm.tasks.base import GenExample
 from compatlm.tasks.extract import Extractor, target_answer
 from compatlm.tasks.similarity import similarity
+
+if TYPE_CHECKING:
+    from peft import PeftModel
+    from transformers import PreTrainedModel, PreTrainedTokenizerBase
 
 
 @dataclass(frozen=True)
@@ -53,7 +57,9 @@ class StopStringCriteria:
     value does not matter, and skipping it saves most of the decoding once rows stop.
     """
 
-    def __init__(self, tokenizer: Any, prompt_width: int, stops: Sequence[str]) -> None:
+    def __init__(
+        self, tokenizer: PreTrainedTokenizerBase, prompt_width: int, stops: Sequence[str]
+    ) -> None:
         self.tokenizer = tokenizer
         self.prompt_width = prompt_width
         self.stops = [s for s in stops if s]
@@ -80,7 +86,9 @@ class StopStringCriteria:
         return done
 
 
-def eos_token_ids(model: Any, tokenizer: Any) -> list[int]:
+def eos_token_ids(
+    model: PreTrainedModel | PeftModel, tokenizer: PreTrainedTokenizerBase
+) -> list[int]:
     """EOS ids of the checkpoint's generation config (several for some chat models) and the
     tokenizer's."""
     eos = getattr(getattr(model, "generation_config", None), "eos_token_id", None)
@@ -92,8 +100,8 @@ def eos_token_ids(model: Any, tokenizer: Any) -> list[int]:
 
 @torch.inference_mode()
 def generate(
-    model: Any,
-    tokenizer: Any,
+    model: PreTrainedModel | PeftModel,
+    tokenizer: PreTrainedTokenizerBase,
     prompts: Sequence[Sequence[int]],
     *,
     max_new_tokens: int,
@@ -141,7 +149,11 @@ def generate(
 
 
 def decode_row(
-    new: list[int], tokenizer: Any, pad: int, eos: Sequence[int], stop: Sequence[str]
+    new: list[int],
+    tokenizer: PreTrainedTokenizerBase,
+    pad: int,
+    eos: Sequence[int],
+    stop: Sequence[str],
 ) -> GenerationOutput:
     """One generated row (token ids after the prompt) as text: padding, EOS and stop cut off."""
     if pad not in eos:

@@ -32,7 +32,7 @@ flip counts. Without groups every instance is its own group (``clustered: false`
 from __future__ import annotations
 
 from dataclasses import dataclass
-from typing import Any
+from typing import TYPE_CHECKING, Any
 
 import numpy as np
 
@@ -47,6 +47,9 @@ from compatlm.eval.stats import (
     percentile_ci,
     ratio_samples,
 )
+
+if TYPE_CHECKING:
+    from compatlm.config import CompareConfig
 
 
 def metric_obj(
@@ -380,7 +383,7 @@ SCHEMA_NOTE = (
 
 
 def metrics_document(
-    comparisons: list[dict[str, Any]], cfg: Any, settings: dict[str, Any] | None = None
+    comparisons: list[dict[str, Any]], cfg: CompareConfig, settings: dict[str, Any] | None = None
 ) -> dict[str, Any]:
     """The metrics.json document: settings (the CompareConfig ``cfg`` plus ``settings``) and
     one entry per comparison."""

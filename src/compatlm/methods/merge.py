@@ -13,7 +13,7 @@ from __future__ import annotations
 
 import logging
 from pathlib import Path
-from typing import Any
+from typing import TYPE_CHECKING, Any
 
 import torch
 
@@ -23,17 +23,20 @@ from compatlm.methods.lora import LoraAdapter
 from compatlm.models import load_base, load_tokenizer, resolve_dtype
 from compatlm.spec import ModelSpec
 
+if TYPE_CHECKING:
+    from transformers import PreTrainedModel
+
 log = logging.getLogger(__name__)
 
 CPU = torch.device("cpu")
 
 
-def _params(model: Any) -> dict[str, torch.Tensor]:
+def _params(model: PreTrainedModel) -> dict[str, torch.Tensor]:
     # named_parameters() lists a tied weight once, so a tied lm_head is updated exactly once.
     return dict(model.named_parameters())
 
 
-def add_lora_delta(model: Any, adapter: LoraAdapter, weight: float) -> int:
+def add_lora_delta(model: PreTrainedModel, adapter: LoraAdapter, weight: float) -> int:
     """W += weight · s · B@A for every module of ``adapter``; returns the number of modules."""
     modules = dict(model.named_modules())
     for name, mod in adapter.modules.items():
@@ -58,7 +61,11 @@ def add_lora_delta(model: Any, adapter: LoraAdapter, weight: float) -> int:
 
 
 def add_model_delta(
-    model: Any, finetuned: Any, ft_base: Any, weight: float, names: tuple[str, str]
+    model: PreTrainedModel,
+    finetuned: PreTrainedModel,
+    ft_base: PreTrainedModel,
+    weight: float,
+    names: tuple[str, str],
 ) -> int:
     """W += weight · (W_finetuned − W_ft_base) for every parameter; architectures must match."""
     p_new, p_ft, p_b = _params(model), _params(finetuned), _params(ft_base)

@@ -11,13 +11,17 @@ from __future__ import annotations
 
 import hashlib
 from dataclasses import dataclass
-from typing import Any
+from typing import TYPE_CHECKING
 
 import torch
 
 # eos_token_ids/StopStringCriteria: the greedy decoder's EOS and stop-string rules, reused so sampled and
 # greedy outputs end by the same rules.
 from compatlm.eval.generate import StopStringCriteria, decode_row, eos_token_ids
+
+if TYPE_CHECKING:
+    from peft import PeftModel
+    from transformers import PreTrainedModel, PreTrainedTokenizerBase
 
 
 @dataclass(frozen=True)
@@ -34,7 +38,9 @@ def example_seed(seed: int, example_id: str) -> int:
     return int(hashlib.sha256(f"{seed}:{example_id}".encode()).hexdigest()[:8], 16)
 
 
-def _row_output(new: list[int], tokenizer: Any, pad: int, eos: list[int], stop) -> Candidate:
+def _row_output(
+    new: list[int], tokenizer: PreTrainedTokenizerBase, pad: int, eos: list[int], stop
+) -> Candidate:
     """Decode one generated row exactly as greedy evaluation does."""
     out = decode_row(new, tokenizer, pad, eos, stop)
     return Candidate(out.text, len(out.token_ids), out.finish)
@@ -42,8 +48,8 @@ def _row_output(new: list[int], tokenizer: Any, pad: int, eos: list[int], stop) 
 
 @torch.inference_mode()
 def sample_outputs(
-    model: Any,
-    tokenizer: Any,
+    model: PreTrainedModel | PeftModel,
+    tokenizer: PreTrainedTokenizerBase,
     prompt_ids: list[int],
     *,
     k: int,

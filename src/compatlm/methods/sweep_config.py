@@ -206,7 +206,7 @@ class SweepConfig(StrictModel):
         return self.select or SelectConfig()
 
 
-def role_name(knob: str, value: Any) -> str:
+def role_name(knob: str, value: GridValue) -> str:
     """A file-safe role name for a grid value (eval roles: letters, digits, _ . -)."""
     return re.sub(r"[^A-Za-z0-9_.-]", "_", f"{knob}_{json.dumps(value)}").strip("_") or "c"
 

@@ -8,23 +8,28 @@ human-readable ``sweep.md`` and front plot are drawn from ``selection.json`` alo
 from __future__ import annotations
 
 from dataclasses import asdict
-from typing import Any
+from typing import TYPE_CHECKING, Any
+
+if TYPE_CHECKING:
+    from compatlm.config import TaskConfig
+    from compatlm.methods.selection import Selection
+    from compatlm.methods.sweep_config import SweepConfig
 
 
-def _dump(task: Any) -> dict[str, Any] | None:
+def _dump(task: TaskConfig | None) -> dict[str, Any] | None:
     return task.model_dump(mode="json", exclude_none=True) if task is not None else None
 
 
 def selection_document(
-    cfg: Any,
-    sel: Any,
+    cfg: SweepConfig,
+    sel: Selection,
     *,
     old: str,
     control: str | None,
     test: dict[str, Any] | None,
     status: str,
     removed: list[str],
-    splits: tuple[str, Any, str | None, Any],
+    splits: tuple[str, TaskConfig, str | None, TaskConfig | None],
 ) -> dict[str, Any]:
     """``selection.json``: the rule, every point's numbers on the selection split (metric
     objects with numerator and denominator), the winner and the test look."""
@@ -54,7 +59,9 @@ def selection_document(
     }
 
 
-def legacy_document(cfg: Any, sel: Any, test: dict[str, Any] | None) -> dict[str, Any]:
+def legacy_document(
+    cfg: SweepConfig, sel: Selection, test: dict[str, Any] | None
+) -> dict[str, Any]:
     """``sweep.json`` of the original ``validation``/``test`` form, in its original shape."""
     return {
         "method": cfg.method,

@@ -25,7 +25,7 @@ import os
 import shutil
 from collections.abc import Sequence
 from pathlib import Path
-from typing import Any
+from typing import TYPE_CHECKING, Any
 
 import torch
 from torch import Tensor
@@ -39,6 +39,9 @@ from compatlm.train.checkpoint import replace_dir
 from compatlm.train.data import IGNORE, Collator, Features
 from compatlm.train.masks import OldStats
 from compatlm.train.topk import TopK, topk_from_logits
+
+if TYPE_CHECKING:
+    from transformers import PreTrainedTokenizerBase
 
 log = logging.getLogger(__name__)
 
@@ -89,7 +92,7 @@ def _rows_of(logits: Tensor, labels: Tensor, k: int, temperature: float) -> list
 def build_teacher_cache(
     old_spec: ModelSpec,
     examples: Sequence[Features],
-    tokenizer: Any,
+    tokenizer: PreTrainedTokenizerBase,
     out_dir: str | Path,
     k: int,
     temperature: float,

@@ -10,7 +10,7 @@ et al., arXiv 2407.09435; see :mod:`compatlm.train.diagnostics`).
 from __future__ import annotations
 
 from dataclasses import dataclass, field
-from typing import Any
+from typing import TYPE_CHECKING, Any
 
 from compatlm.config import dump_config
 from compatlm.io import atomic_write_text
@@ -18,6 +18,9 @@ from compatlm.spec import ModelSpec
 from compatlm.tasks import ResolvedTask
 from compatlm.train.config import TrainCompatConfig, TrainTaskConfig
 from compatlm.train.loop import LoopResult
+
+if TYPE_CHECKING:
+    from accelerate import Accelerator
 
 
 @dataclass
@@ -36,7 +39,12 @@ class ModelCard:
         self.lines += warning_lines(warnings)
 
 
-def model_card(title: str, cfg: Any, lines: list[str], history: list[dict[str, Any]]) -> str:
+def model_card(
+    title: str,
+    cfg: TrainTaskConfig | TrainCompatConfig,
+    lines: list[str],
+    history: list[dict[str, Any]],
+) -> str:
     """README.md of a trained adapter: what it is, how it was trained, the resolved config."""
     parts = [f"# {title}", "", *lines, ""]
     best = [r for r in history if r.get("best")]
@@ -96,7 +104,7 @@ def compat_card(
     )
 
 
-def finish_card(acc: Any, result: LoopResult, card: ModelCard) -> None:
+def finish_card(acc: Accelerator, result: LoopResult, card: ModelCard) -> None:
     """Rewrite the adapter's README.md once the best epoch is known (collective)."""
     if acc.is_main_process and result.adapter_dir.is_dir():
         atomic_write_text(result.adapter_dir / "README.md", card.render(result.history))

@@ -19,7 +19,7 @@ import random
 import shutil
 from collections.abc import Callable
 from pathlib import Path
-from typing import Any
+from typing import TYPE_CHECKING, Any
 
 import torch
 from torch import Tensor
@@ -38,16 +38,21 @@ from compatlm.train.distributed.sharding import (
     optimizer_state,
 )
 
+if TYPE_CHECKING:
+    from accelerate import Accelerator
+
+    from compatlm.train.config import TrainCompatConfig, TrainTaskConfig
+
 log = logging.getLogger(__name__)
 
 CHECKPOINT = "checkpoint"
 
 
-def trainable_named(model: Any) -> dict[str, Tensor]:
+def trainable_named(model: torch.nn.Module) -> dict[str, Tensor]:
     return {n: p for n, p in model.named_parameters() if p.requires_grad}
 
 
-def frozen_checksum(model: Any) -> Tensor:
+def frozen_checksum(model: torch.nn.Module) -> Tensor:
     """(n_frozen, 2) float64: sum and L2 norm of every frozen tensor. Cheap, and exact to
     compare: the same reduction over the same bits gives the same number. A sharded parameter
     contributes this process's shard (compare checksums taken under the same sharding)."""
@@ -78,10 +83,13 @@ def surviving_dir(target: Path) -> Path:
     return old if not target.exists() and old.exists() else target
 
 
-SaveFn = Callable[[Any, Path, dict[str, Tensor]], None]  # (model, directory, trainable tensors)
+# (model, directory, trainable tensors)
+SaveFn = Callable[[torch.nn.Module, Path, dict[str, Tensor]], None]
 
 
-def save_adapter_atomic(acc: Any, save_fn: SaveFn, model: Any, target: Path) -> None:
+def save_adapter_atomic(
+    acc: Accelerator, save_fn: SaveFn, model: torch.nn.Module, target: Path
+) -> None:
     """Run ``save_fn(model, tmp, tensors)`` on the main process and move the result to
     ``target`` in one rename (collective: sharded tensors are gathered on every process)."""
     tensors = full_tensors(trainable_named(model))
@@ -109,7 +117,12 @@ def _set_rng_state(state: dict[str, Any]) -> None:
 
 
 def save_checkpoint(
-    acc: Any, out: Path, model: Any, optimizer: Any, scheduler: Any, state: dict[str, Any]
+    acc: Accelerator,
+    out: Path,
+    model: torch.nn.Module,
+    optimizer: torch.optim.Optimizer,
+    scheduler: torch.optim.lr_scheduler.LRScheduler,
+    state: dict[str, Any],
 ) -> None:
     """Write ``out/checkpoint`` (collective: every process must call it)."""
     from safetensors.torch import save_file
@@ -145,7 +158,11 @@ def save_checkpoint(
 
 
 def load_checkpoint(
-    acc: Any, ckpt: Path, model: Any, optimizer: Any, scheduler: Any
+    acc: Accelerator,
+    ckpt: Path,
+    model: torch.nn.Module,
+    optimizer: torch.optim.Optimizer,
+    scheduler: torch.optim.lr_scheduler.LRScheduler,
 ) -> dict[str, Any]:
     """Restore tensors, optimiser, scheduler and this process's RNG; return the counters."""
     from safetensors.torch import load_file
@@ -203,7 +220,15 @@ def _flat(data: Any, prefix: str = "") -> dict[str, Any]:
 _RESUME_FREE = {"runtime.progress", "out"}
 
 
-def start_run(acc: Any, out: Path, cfg: Any, *, overwrite: bool, resume: bool, **env: Any) -> Path:
+def start_run(
+    acc: Accelerator,
+    out: Path,
+    cfg: TrainTaskConfig | TrainCompatConfig,
+    *,
+    overwrite: bool,
+    resume: bool,
+    **env: Any,
+) -> Path:
     """Create the run directory and write ``config.yaml`` + ``env.json`` (main process only).
 
     The refusal checks run on every process before anyone writes, so all processes fail
@@ -247,7 +272,7 @@ def start_run(acc: Any, out: Path, cfg: Any, *, overwrite: bool, resume: bool, *
     return out
 
 
-def record_warnings(acc: Any, out: Path, warnings: list[str]) -> None:
+def record_warnings(acc: Accelerator, out: Path, warnings: list[str]) -> None:
     """Add ``warnings`` to the run's ``env.json`` (main process; each text once, so a resumed
     run does not repeat them)."""
     if acc.is_main_process and (out / "env.json").is_file():

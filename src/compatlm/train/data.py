@@ -20,7 +20,7 @@ from __future__ import annotations
 import logging
 from collections.abc import Iterator, Sequence
 from dataclasses import dataclass
-from typing import Any
+from typing import TYPE_CHECKING
 
 import torch
 from torch import Tensor
@@ -30,6 +30,9 @@ from compatlm.config import TaskConfig
 from compatlm.errors import CompatlmError
 from compatlm.tasks import Example, GenExample, MCExample, ResolvedTask, resolve_task
 from compatlm.train.config import DataSettings
+
+if TYPE_CHECKING:
+    from transformers import PreTrainedTokenizerBase
 
 log = logging.getLogger(__name__)
 
@@ -70,7 +73,7 @@ def load_task(cfg: TaskConfig, where: str = "task") -> ResolvedTask:
 
 def encode_example(
     example: Example,
-    tokenizer: Any,
+    tokenizer: PreTrainedTokenizerBase,
     *,
     mask_prompt: bool,
     max_length: int,
@@ -117,7 +120,7 @@ def encode_example(
 
 def encode_examples(
     examples: Sequence[Example],
-    tokenizer: Any,
+    tokenizer: PreTrainedTokenizerBase,
     cfg: DataSettings,
     *,
     mask_prompt: bool,
@@ -158,7 +161,7 @@ def encode_examples(
 
 
 def encode_task(
-    cfg: TaskConfig, tokenizer: Any, data: DataSettings, *, mask_prompt: bool
+    cfg: TaskConfig, tokenizer: PreTrainedTokenizerBase, data: DataSettings, *, mask_prompt: bool
 ) -> tuple[ResolvedTask, list[Features]]:
     """A recipe's training task (:func:`load_task`) and its examples as :class:`Features`."""
     task = load_task(cfg)

@@ -28,7 +28,7 @@ import hashlib
 import json
 from collections.abc import Sequence
 from pathlib import Path
-from typing import TYPE_CHECKING, Any
+from typing import TYPE_CHECKING, Any, Protocol
 
 from compatlm.errors import CompatlmError
 from compatlm.eval.metrics import metric_obj
@@ -36,7 +36,10 @@ from compatlm.io import atomic_write_json
 from compatlm.spec import ModelSpec
 
 if TYPE_CHECKING:
+    from accelerate import Accelerator
     from torch import Tensor
+
+    from compatlm.train.config import OptimSettings, TrainCompatConfig
 
 DIAGNOSTICS = "diagnostics.json"
 BUDGET = "budget.json"
@@ -92,7 +95,7 @@ def token_counts(
 # --------------------------------------------------------------------------- diagnostics.json
 
 
-def objective_of(cfg: Any) -> str:
+def objective_of(cfg: TrainCompatConfig) -> str:
     """What a compat config trains: ``continue_ce`` (λ = 0), ``kd_new`` (mask new_only) or
     ``muscle`` (masked distillation, including PCT-style focal weights)."""
     if cfg.kd_weight == 0:
@@ -155,7 +158,7 @@ def verdict(objective: str, old_share: dict[str, Any], mask: str) -> str:
     return f"{_percent(share)}% of loss tokens follow teacher_old (mask {mask})"
 
 
-def build_diagnostics(history: Sequence[dict[str, Any]], cfg: Any) -> dict[str, Any]:
+def build_diagnostics(history: Sequence[dict[str, Any]], cfg: TrainCompatConfig) -> dict[str, Any]:
     """``diagnostics.json`` of a compat run from its training log rows (the loop's history)."""
     epochs, total = [], dict.fromkeys(("loss_tokens", "old_tokens", *COUNT_KEYS), 0.0)
     kd_total = ce_total = 0.0
@@ -285,7 +288,20 @@ def lr_fingerprint(lrs: Sequence[float]) -> str:
     return hashlib.sha256(json.dumps([float(x) for x in lrs]).encode()).hexdigest()[:16]
 
 
-def build_budget(result: Any, optim: Any, *, n_train: int, num_processes: int) -> dict[str, Any]:
+class RunResult(Protocol):
+    """What the run records read of a finished run: a :class:`~compatlm.train.loop.LoopResult`
+    (a Protocol, because the loop imports this module and the import graph stays acyclic)."""
+
+    history: list[dict[str, Any]]
+    global_step: int
+    planned_steps: int
+    lrs: list[float]
+    order_hash: str
+
+
+def build_budget(
+    result: RunResult, optim: OptimSettings, *, n_train: int, num_processes: int
+) -> dict[str, Any]:
     """``budget.json`` from a finished :class:`~compatlm.train.loop.LoopResult`."""
     tokens = sum(int(r.get("counts", {}).get("loss_tokens", 0)) for r in result.history)
     return {
@@ -311,7 +327,7 @@ def build_budget(result: Any, optim: Any, *, n_train: int, num_processes: int) -
     }
 
 
-def warmup_warnings(optim: Any, total_steps: int) -> list[str]:
+def warmup_warnings(optim: OptimSettings, total_steps: int) -> list[str]:
     """A warm-up as long as the run (the paper preset's 500 steps on a small data set) means the
     learning rate never reaches ``optim.lr``: the run silently trains at a fraction of it."""
     if optim.warmup_steps == 0 or optim.warmup_steps < total_steps:
@@ -325,7 +341,9 @@ def warmup_warnings(optim: Any, total_steps: int) -> list[str]:
     ]
 
 
-def write_run_records(acc: Any, out: Path, cfg: Any, result: Any, n_train: int) -> dict[str, Any]:
+def write_run_records(
+    acc: Accelerator, out: Path, cfg: TrainCompatConfig, result: RunResult, n_train: int
+) -> dict[str, Any]:
     """Write ``diagnostics.json`` and ``budget.json`` (main process); return the diagnostics."""
     diag = build_diagnostics(result.history, cfg)
     if acc.is_main_process:

@@ -14,11 +14,14 @@ diagnostics never look at a position without a label, so nothing but the cost ch
 
 from __future__ import annotations
 
-from typing import Any
+from typing import TYPE_CHECKING
 
 from torch import Tensor
 
 from compatlm.train.data import IGNORE
+
+if TYPE_CHECKING:
+    import torch
 
 Batch = dict[str, Tensor]
 
@@ -39,7 +42,7 @@ def take_columns(x: Tensor, keep: Tensor | None) -> Tensor:
     return x if keep is None else x[:, keep]
 
 
-def forward_logits(model: Any, batch: Batch, keep: Tensor | None = None) -> Tensor:
+def forward_logits(model: torch.nn.Module, batch: Batch, keep: Tensor | None = None) -> Tensor:
     """(B, T, V) logits for a collated batch, or (B, K, V) at the positions ``keep`` (K,).
 
     No KV cache: training never decodes.

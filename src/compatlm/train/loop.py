@@ -30,7 +30,7 @@ from collections.abc import Callable, Sequence
 from contextlib import nullcontext
 from dataclasses import dataclass, field
 from pathlib import Path
-from typing import Any
+from typing import TYPE_CHECKING, Any
 
 import torch
 from torch import Tensor
@@ -57,9 +57,13 @@ from compatlm.train.losses import LossOutput
 from compatlm.train.progress import Progress
 from compatlm.train.state import EpochSums, LoopState
 
+if TYPE_CHECKING:
+    from accelerate import Accelerator
+
 log = logging.getLogger(__name__)
 
-StepFn = Callable[[Any, dict[str, Tensor]], LossOutput]
+# (model, batch): the prepared (maybe wrapped) model in training, the unwrapped one in evaluation.
+StepFn = Callable[[torch.nn.Module, dict[str, Tensor]], LossOutput]
 
 ADAPTER = "adapter"
 TRAIN_LOG = "train_log.jsonl"
@@ -83,7 +87,12 @@ class LoopResult:
 
 
 def evaluate(
-    acc: Any, model: Any, feats: Sequence[Features], collate: Collator, step_fn: StepFn, bs: int
+    acc: Accelerator,
+    model: torch.nn.Module,
+    feats: Sequence[Features],
+    collate: Collator,
+    step_fn: StepFn,
+    bs: int,
 ) -> dict[str, float] | None:
     """Token-weighted validation ``val_ce`` and ``val_loss`` over all processes.
 
@@ -248,8 +257,8 @@ class _Run:
 
 def run_training(
     *,
-    accelerator: Any,
-    model: Any,
+    accelerator: Accelerator,
+    model: torch.nn.Module,
     train_feats: Sequence[Features],
     val_feats: Sequence[Features],
     collate: Collator,

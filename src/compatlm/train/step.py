@@ -19,8 +19,6 @@ Shapes: batch tensors (B, T); logits (B, K, V); labels and masks (B, K).
 
 from __future__ import annotations
 
-from typing import Any
-
 import torch
 from torch import Tensor
 
@@ -34,7 +32,7 @@ from compatlm.train.teachers import Teachers
 from compatlm.train.topk import TopK
 
 
-def ce_step(model: Any, batch: Batch) -> LossOutput:
+def ce_step(model: torch.nn.Module, batch: Batch) -> LossOutput:
     """Plain fine-tuning: token-mean cross entropy on the labelled tokens."""
     labels = batch["labels"]  # (B, T)
     keep = labelled_columns(labels)
@@ -48,7 +46,7 @@ def ce_step(model: Any, batch: Batch) -> LossOutput:
 
 
 def compat_step(
-    model: Any, batch: Batch, *, cfg: TrainCompatConfig, teachers: Teachers
+    model: torch.nn.Module, batch: Batch, *, cfg: TrainCompatConfig, teachers: Teachers
 ) -> LossOutput:
     """One MUSCLE training (or validation) step of the student ``model`` on ``batch``."""
     if cfg.kd_weight == 0:

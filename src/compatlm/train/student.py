@@ -15,13 +15,17 @@ that the frozen weights did not move.
 from __future__ import annotations
 
 import logging
-from typing import Any
+from typing import TYPE_CHECKING
 
 from compatlm.config import RuntimeConfig
 from compatlm.errors import CompatlmError
 from compatlm.models import load_model
 from compatlm.spec import ModelSpec
 from compatlm.train.config import LoraSettings
+
+if TYPE_CHECKING:
+    from peft import LoraConfig, PeftModel
+    from transformers import PreTrainedTokenizerBase
 
 log = logging.getLogger(__name__)
 
@@ -30,7 +34,7 @@ STUDENT = "student"
 TEACHER_NEW = "teacher_new"
 
 
-def lora_config(lora: LoraSettings) -> Any:
+def lora_config(lora: LoraSettings) -> LoraConfig:
     """The peft ``LoraConfig`` of a fresh LoRA."""
     from peft import LoraConfig
 
@@ -44,7 +48,9 @@ def lora_config(lora: LoraSettings) -> Any:
     )
 
 
-def build_student(spec: ModelSpec, lora: LoraSettings, runtime: RuntimeConfig) -> tuple[Any, Any]:
+def build_student(
+    spec: ModelSpec, lora: LoraSettings, runtime: RuntimeConfig
+) -> tuple[PeftModel, PreTrainedTokenizerBase]:
     """(model, tokenizer) for ``train task``: base + (loaded adapter, trainable) or base + a
     fresh LoRA. The fresh LoRA's initialisation draws from the global RNG (seed it first)."""
     from peft import get_peft_model
@@ -64,7 +70,7 @@ def build_student(spec: ModelSpec, lora: LoraSettings, runtime: RuntimeConfig) -
 
 def load_student(
     new: ModelSpec, runtime: RuntimeConfig, *, with_teacher: bool = True
-) -> tuple[Any, Any]:
+) -> tuple[PeftModel, PreTrainedTokenizerBase]:
     """(model, tokenizer) for ``train compat``: new base + new adapter twice, "student"
     (trainable copy, active) and "teacher_new" (frozen; not loaded when ``with_teacher`` is
     False: teacher_new then comes from a cache, or is not used at all)."""
@@ -76,6 +82,6 @@ def load_student(
     return model, loaded.tokenizer
 
 
-def adapter_name(model: Any) -> str:
+def adapter_name(model: PeftModel) -> str:
     """The PeftModel's active adapter (what the task recipe saves)."""
     return model.active_adapter if isinstance(model.active_adapter, str) else "default"

@@ -23,7 +23,7 @@ import logging
 from collections.abc import Sequence
 from dataclasses import dataclass
 from pathlib import Path
-from typing import Any, Protocol
+from typing import TYPE_CHECKING, Any, Protocol
 
 import torch
 from torch import Tensor
@@ -40,6 +40,11 @@ from compatlm.train.forward import Batch, forward_logits, take_columns
 from compatlm.train.losses import Teacher
 from compatlm.train.masks import NO_OLD_MASKS, OldStats
 from compatlm.train.student import STUDENT, TEACHER_NEW
+
+if TYPE_CHECKING:
+    from accelerate import Accelerator
+    from peft import PeftModel
+    from transformers import PreTrainedTokenizerBase
 
 log = logging.getLogger(__name__)
 
@@ -195,12 +200,12 @@ def task_model_specs(cfg: TrainCompatConfig) -> tuple[ModelSpec, ModelSpec]:
 
 
 def open_cached_teacher(
-    acc: Any,
+    acc: Accelerator,
     cfg: TrainCompatConfig,
     spec: ModelSpec,
     cache_dir: Path,
     feats: Sequence[Features],
-    tokenizer: Any,
+    tokenizer: PreTrainedTokenizerBase,
 ) -> CachedTeacher:
     """The cache of ``spec`` over ``feats`` in ``cache_dir``, built first if missing.
 
@@ -228,10 +233,10 @@ def open_cached_teacher(
 
 def set_up_teachers(
     cfg: TrainCompatConfig,
-    acc: Any,
-    student: Any,
+    acc: Accelerator,
+    student: PeftModel,
     feats: Sequence[Features],
-    tokenizer: Any,
+    tokenizer: PreTrainedTokenizerBase,
     out: Path,
 ) -> Teachers:
     """teacher_new and teacher_old for ``cfg`` (see the module docstring); ``student`` is the

@@ -24,7 +24,7 @@ order, or the run hangs.
 
 from __future__ import annotations
 
-from typing import Any
+from typing import TYPE_CHECKING, Any
 
 import torch
 from torch import Tensor
@@ -32,6 +32,9 @@ from torch import Tensor
 from compatlm.config import RuntimeConfig
 from compatlm.errors import CompatlmError
 from compatlm.train.distributed import zero
+
+if TYPE_CHECKING:
+    from accelerate import Accelerator
 
 
 def _dtensor_type() -> type | None:
@@ -42,7 +45,7 @@ def _dtensor_type() -> type | None:
     return DTensor
 
 
-def is_sharded(acc: Any) -> bool:
+def is_sharded(acc: Accelerator) -> bool:
     """Whether ``acc`` shards parameters (FSDP2, ZeRO-3): forwards are then collectives."""
     from accelerate.utils import DistributedType
 
@@ -51,7 +54,7 @@ def is_sharded(acc: Any) -> bool:
     return acc.distributed_type == DistributedType.FSDP
 
 
-def make_accelerator(runtime: RuntimeConfig) -> Any:
+def make_accelerator(runtime: RuntimeConfig) -> Accelerator:
     """An Accelerator for ``runtime.device`` (``cpu`` forces CPU even where CUDA exists).
 
     On a machine without CUDA, ``auto`` means CPU too: accelerate only sets up multi-process CPU
@@ -65,7 +68,7 @@ def make_accelerator(runtime: RuntimeConfig) -> Any:
     return acc
 
 
-def runtime_for(acc: Any, runtime: RuntimeConfig) -> RuntimeConfig:
+def runtime_for(acc: Accelerator, runtime: RuntimeConfig) -> RuntimeConfig:
     """The runtime with this process's device (each process of a multi-GPU run has its own)."""
     device = acc.device
     # Multi-process CPU runs report "cpu:0"; the index means nothing on CPU, and "cpu" is the
@@ -74,7 +77,7 @@ def runtime_for(acc: Any, runtime: RuntimeConfig) -> RuntimeConfig:
     return runtime.model_copy(update={"device": name})
 
 
-def check_distributed(acc: Any) -> None:
+def check_distributed(acc: Accelerator) -> None:
     """Refuse the accelerate set-ups the loop does not support (FSDP1), naming the fix."""
     from accelerate.utils import DistributedType
 
@@ -86,7 +89,7 @@ def check_distributed(acc: Any) -> None:
         )
 
 
-def reshard(model: Any) -> None:
+def reshard(model: torch.nn.Module) -> None:
     """Put a sharded model's parameters back into shards after a forward without backward.
 
     FSDP2 keeps the root module's weights gathered after its forward (the backward would need
@@ -140,12 +143,12 @@ def load_full(params: dict[str, Tensor], saved: dict[str, Tensor]) -> None:
                 p.copy_(value.to(p.device, p.dtype))
 
 
-def _inner(optimizer: Any) -> Any:
+def _inner(optimizer: torch.optim.Optimizer) -> torch.optim.Optimizer:
     # accelerate wraps the optimiser; torch's state-dict helpers want the torch optimiser.
     return getattr(optimizer, "optimizer", optimizer)
 
 
-def optimizer_state(model: Any, optimizer: Any) -> dict[str, Any]:
+def optimizer_state(model: torch.nn.Module, optimizer: torch.optim.Optimizer) -> dict[str, Any]:
     """The optimiser state keyed by parameter name, whole tensors on CPU (collective)."""
     from torch.distributed.checkpoint.state_dict import StateDictOptions, get_optimizer_state_dict
 
@@ -153,7 +156,9 @@ def optimizer_state(model: Any, optimizer: Any) -> dict[str, Any]:
     return get_optimizer_state_dict(model, _inner(optimizer), options=options)
 
 
-def load_optimizer_state(model: Any, optimizer: Any, state: dict[str, Any]) -> None:
+def load_optimizer_state(
+    model: torch.nn.Module, optimizer: torch.optim.Optimizer, state: dict[str, Any]
+) -> None:
     """Restore :func:`optimizer_state` output; every process passes the whole state."""
     from torch.distributed.checkpoint.state_dict import StateDictOptions, set_optimizer_state_dict
 

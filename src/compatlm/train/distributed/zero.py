@@ -22,23 +22,27 @@ from __future__ import annotations
 from collections.abc import Iterator, Sequence
 from contextlib import contextmanager
 from pathlib import Path
-from typing import Any
+from typing import TYPE_CHECKING, Any
 
 from torch import Tensor
 
 from compatlm.errors import CompatlmError
 
+if TYPE_CHECKING:
+    import torch
+    from accelerate import Accelerator
+
 ENGINE_DIR = "deepspeed"
 _TAG = "engine"
 
 
-def is_deepspeed(acc: Any) -> bool:
+def is_deepspeed(acc: Accelerator) -> bool:
     from accelerate.utils import DistributedType
 
     return acc.distributed_type == DistributedType.DEEPSPEED
 
 
-def unwrap_model(acc: Any, model: Any) -> Any:
+def unwrap_model(acc: Accelerator, model: torch.nn.Module) -> torch.nn.Module:
     """``acc.unwrap_model(model)`` that imports DeepSpeed only for a DeepSpeed run.
 
     accelerate's unwrap imports DeepSpeed whenever it is installed (to test for its engine
@@ -59,7 +63,7 @@ def unwrap_model(acc: Any, model: Any) -> Any:
     return model
 
 
-def zero_stage(acc: Any) -> int:
+def zero_stage(acc: Accelerator) -> int:
     return int(acc.state.deepspeed_plugin.zero_stage or 0)
 
 
@@ -67,7 +71,7 @@ def _numeric(value: Any) -> bool:
     return isinstance(value, int | float) and not isinstance(value, bool)
 
 
-def configure(acc: Any, max_grad_norm: float | None) -> None:
+def configure(acc: Accelerator, max_grad_norm: float | None) -> None:
     """Make the DeepSpeed config agree with the loop; refuse settings it would contradict."""
     config = acc.state.deepspeed_plugin.deepspeed_config
     for section in ("optimizer", "scheduler"):
@@ -95,7 +99,7 @@ def configure(acc: Any, max_grad_norm: float | None) -> None:
         config["zero_allow_untested_optimizer"] = True  # our AdamW is torch's own
 
 
-def backward(acc: Any, loss: Tensor, boundary: bool) -> None:
+def backward(acc: Accelerator, loss: Tensor, boundary: bool) -> None:
     """Engine backward; at a window's end (``boundary``) the engine reduces gradients, clips
     and steps the optimiser — the loop's ``optimizer.step()`` is then a no-op."""
     acc.deepspeed_engine_wrapped.backward(loss, sync_gradients=boundary)
@@ -130,7 +134,7 @@ def gathered(params: Sequence[Tensor]) -> Iterator[None]:
 
 
 @contextmanager
-def whole_models(acc: Any) -> Iterator[None]:
+def whole_models(acc: Accelerator) -> Iterator[None]:
     """Models loaded inside the block are whole, not ZeRO-3 partitioned at load time.
 
     Under ZeRO-3, transformers builds every model inside ``deepspeed.zero.Init``, which leaves
@@ -157,11 +161,11 @@ def whole_models(acc: Any) -> Iterator[None]:
             acc.state.deepspeed_plugin.dschf = HfDeepSpeedConfig(config)
 
 
-def _engine(acc: Any) -> Any:
+def _engine(acc: Accelerator) -> Any:
     return acc.deepspeed_engine_wrapped.engine
 
 
-def save_engine(acc: Any, directory: Path) -> None:
+def save_engine(acc: Accelerator, directory: Path) -> None:
     """The engine's optimiser partitions, fp32 master weights and trainable module weights
     (collective: every process writes its part into ``directory/deepspeed``)."""
     _engine(acc).save_checkpoint(
@@ -169,7 +173,7 @@ def save_engine(acc: Any, directory: Path) -> None:
     )
 
 
-def load_engine(acc: Any, directory: Path) -> None:
+def load_engine(acc: Accelerator, directory: Path) -> None:
     """Restore what :func:`save_engine` wrote (the frozen weights come from the base)."""
     if not (directory / ENGINE_DIR / _TAG).is_dir():
         raise CompatlmError(
