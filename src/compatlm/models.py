@@ -17,8 +17,6 @@ A GGUF base (a ``.gguf`` file, ``pkg:<name>``) is checked and converted into its
 
 from __future__ import annotations
 
-import hashlib
-import json
 import logging
 from collections.abc import Sequence
 from dataclasses import dataclass
@@ -40,6 +38,10 @@ from compatlm.errors import CompatlmError
 from compatlm.hub import hub_kwargs, looks_like_path, missing_path_message, not_cached_message
 from compatlm.model_files import check_base_config
 from compatlm.spec import ModelSpec
+from compatlm.tasks.fit import check_tasks_fit
+from compatlm.tokenizer_identity import first_tokenizer_difference as first_tokenizer_difference
+from compatlm.tokenizer_identity import require_same_tokenizer as require_same_tokenizer
+from compatlm.tokenizer_identity import tokenizer_fingerprint as tokenizer_fingerprint
 
 log = logging.getLogger(__name__)
 
@@ -184,47 +186,6 @@ def load_tokenizer(spec: ModelSpec, runtime: RuntimeConfig | None = None) -> Any
     return tok
 
 
-def tokenizer_fingerprint(tok: Any) -> str:
-    """sha256 over the vocabulary and special tokens: equal fingerprints tokenise identically
-    for all practical purposes (normaliser/pre-tokeniser are included when available)."""
-    h = hashlib.sha256()
-    vocab = tok.get_vocab()
-    h.update(json.dumps(sorted(vocab.items(), key=lambda kv: kv[1])).encode())
-    h.update(json.dumps(tok.all_special_tokens).encode())
-    backend = getattr(tok, "backend_tokenizer", None)
-    if backend is not None:
-        state = json.loads(backend.to_str())
-        for key in ("normalizer", "pre_tokenizer", "model"):
-            h.update(json.dumps(state.get(key), sort_keys=True).encode())
-    return h.hexdigest()[:16]
-
-
-def first_tokenizer_difference(tok_a: Any, tok_b: Any) -> str | None:
-    """A human description of the first difference between two tokenizers, or None."""
-    va, vb = tok_a.get_vocab(), tok_b.get_vocab()
-    inv_a = {i: t for t, i in va.items()}
-    inv_b = {i: t for t, i in vb.items()}
-    for i in range(max(len(inv_a), len(inv_b))):
-        if inv_a.get(i) != inv_b.get(i):
-            return f"token id {i} is {inv_a.get(i)!r} in one and {inv_b.get(i)!r} in the other"
-    if tok_a.all_special_tokens != tok_b.all_special_tokens:
-        return f"special tokens differ: {tok_a.all_special_tokens} vs {tok_b.all_special_tokens}"
-    if tokenizer_fingerprint(tok_a) != tokenizer_fingerprint(tok_b):
-        return "vocabularies agree but normaliser, pre-tokeniser or merges differ"
-    return None
-
-
-def require_same_tokenizer(
-    tok_a: Any, tok_b: Any, why: str, names: tuple[str, str] = ("old", "new")
-) -> None:
-    """Raise when two tokenizers differ; ``why`` says what needs them equal."""
-    diff = first_tokenizer_difference(tok_a, tok_b)
-    if diff is not None:
-        raise CompatlmError(
-            f"{names[0]} and {names[1]} tokenizers differ ({diff}); {why} needs a shared vocabulary"
-        )
-
-
 def base_config(spec: ModelSpec, runtime: RuntimeConfig | None = None) -> Any:
     """The transformers config of ``spec``'s base; a local ``config.json`` is validated first
     (JSON object, known ``model_type``) so its problems name the file and field."""
@@ -312,8 +273,6 @@ def preflight(
         # adapter_config.json, then tensor names and shapes against the skeleton's modules.
         check_adapter_fits(skeleton, spec.adapter, allow_pickle=runtime.allow_pickle)
     if tasks:
-        from compatlm.tasks.fit import check_tasks_fit
-
         check_tasks_fit(tasks, load_tokenizer(spec, runtime), config, checked)
 
 

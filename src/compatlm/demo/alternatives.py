@@ -22,6 +22,7 @@ from pathlib import Path
 from typing import TYPE_CHECKING, Any
 
 from compatlm.config import RuntimeConfig, TaskConfig
+from compatlm.demo.steps import compat_mask_prompt
 from compatlm.errors import CompatlmError
 from compatlm.io import atomic_write_json
 from compatlm.methods.registry import Method, get_method
@@ -100,7 +101,6 @@ def train_pct(cfg: DemoConfig, task: TaskConfig, old: str, new: str, seed: int, 
     the old model (weight α + β·1[old correct]), starting from the new task adapter; returns
     the adapter directory. The registry's ``pct`` settings; trained by the compat recipe
     directly, since the demo keeps the adapter directory (no candidate manifest)."""
-    from compatlm.demo.steps import compat_mask_prompt
     from compatlm.methods.pct import PCT_FOCAL, PCT_KD_WEIGHT, PCT_MASK
     from compatlm.train.config import OptimSettings, TrainCompatConfig
     from compatlm.train.recipes.compat import train_compat

@@ -20,8 +20,11 @@ from collections.abc import Callable
 from pathlib import Path
 from typing import Any
 
-from compatlm.demo.family import ROLES, FamilyRecipe, corpora, write_info, write_tasks
-from compatlm.io import atomic_write_json
+from compatlm.demo.recipe import ADAPTER_HINT, FORMAT_VERSION, ROLES, FamilyRecipe, corpora
+from compatlm.demo.skill_tasks import make_skill_tasks
+from compatlm.demo.tasks import TASKS, make_tasks
+from compatlm.demo.world import make_world
+from compatlm.io import atomic_write_json, atomic_write_jsonl
 
 log = logging.getLogger(__name__)
 
@@ -214,6 +217,32 @@ class _Progress:
             self._bar.update(self._tasks[role], completed=step, loss=f"{loss:.3f}")
 
         return update
+
+
+def write_tasks(recipe: FamilyRecipe, out: Path, corpus_docs: list[str]) -> dict[str, dict]:
+    """Generate the four tasks and write ``out/tasks/<task>/<split>.jsonl``; returns counts."""
+    sizes = {t: recipe.task_sizes.model_dump() for t in TASKS}
+    if recipe.skills:
+        tasks = make_skill_tasks(sizes, seed=recipe.task_seed, corpus_docs=corpus_docs)
+    else:
+        world = make_world(recipe.world_seed, recipe.n_people, recipe.n_towns)
+        tasks = make_tasks(
+            world, sizes, seed=recipe.task_seed, corpus_docs=corpus_docs, max_n=recipe.max_n
+        )
+    counts: dict[str, dict] = {}
+    for task, splits in tasks.items():
+        for split, rows in splits.items():
+            atomic_write_jsonl(out / "tasks" / task / f"{split}.jsonl", rows)
+        counts[task] = {"kind": TASKS[task], **{s: len(r) for s, r in splits.items()}}
+    return counts
+
+
+def write_info(out: Path, recipe: FamilyRecipe, info: dict[str, Any]) -> None:
+    atomic_write_json(out / "recipe.json", recipe.model_dump(mode="json"))
+    atomic_write_json(
+        out / "family.json",
+        {"format": FORMAT_VERSION, "key": recipe.key(), "adapter_hint": ADAPTER_HINT, **info},
+    )
 
 
 if __name__ == "__main__":

@@ -33,6 +33,10 @@ from typing import Any
 
 import numpy as np
 
+from compatlm.demo.evidence_bootstrap import delta_percent_bootstrap
+from compatlm.demo.evidence_cells import comparison as comparison
+from compatlm.demo.evidence_cells import complete_tasks as complete_tasks
+from compatlm.demo.evidence_cells import usable_tasks as usable_tasks
 from compatlm.demo.selection import primary_nfr
 from compatlm.errors import CompatlmError
 from compatlm.eval.seeds import seed_difference_test, summarise_seeds
@@ -54,13 +58,6 @@ def _load(path: Path) -> dict[str, Any]:
     if not isinstance(doc, dict):
         raise CompatlmError(f"{path}: expected a JSON object, found {type(doc).__name__}")
     return doc
-
-
-def comparison(doc: dict[str, Any], task: str, ref: str, other: str) -> dict[str, Any] | None:
-    for comp in doc.get("comparisons", []):
-        if (comp["task"], comp["reference"], comp["other"]) == (task, ref, other):
-            return comp
-    return None
 
 
 def percent_change(a: dict[str, Any], b: dict[str, Any]) -> tuple[float | None, str | None]:
@@ -191,35 +188,6 @@ def _role_order(role: str) -> tuple[int, str]:
     return ({"new": 0, "muscle": 1, "continue_ce": 2}.get(role, 3), role)
 
 
-def complete_tasks(cells: dict[str, list[dict[str, Any]]], roles: tuple[str, ...]) -> list[str]:
-    """Tasks where every role in ``roles`` was evaluated in every seed."""
-    return [t for t, cs in cells.items() if all(all(r in c["roles"] for r in roles) for c in cs)]
-
-
-def usable_tasks(
-    cells: dict[str, list[dict[str, Any]]], keys: tuple[str, ...]
-) -> tuple[list[str], list[dict[str, Any]]]:
-    """Tasks whose Δ%NFR ``keys`` are defined in every seed, and why each other task is not
-    (a role not evaluated, or no negative flips of the reference role: nothing to cut)."""
-    tasks, excluded = [], []
-    for task, cs in cells.items():
-        why = None
-        for c in cs:
-            for key in keys:
-                entry = c["delta_nfr_percent"].get(key)
-                if entry is None or entry["value"] is None:
-                    reason = "a role was not evaluated" if entry is None else entry["reason"]
-                    why = f"{key} undefined in seed {c['seed']}: {reason}"
-                    break
-            if why:
-                break
-        if why:
-            excluded.append({"task": task, "reason": why})
-        else:
-            tasks.append(task)
-    return tasks, excluded
-
-
 def averaged(cells: dict[str, list[dict[str, Any]]], n_seeds: int) -> dict[str, Any]:
     """Task means per seed, then across seeds as a level (see the module docstring)."""
     roles = sorted({r for cs in cells.values() for c in cs for r in c["roles"]}, key=_role_order)
@@ -322,8 +290,6 @@ def build_evidence(
     rng_seed: int = 0,
 ) -> dict[str, Any]:
     """The evidence document of the demo in ``root`` (see the module docstring)."""
-    from compatlm.demo.evidence_bootstrap import delta_percent_bootstrap
-
     root = Path(root)
     if not seeds or not tasks:
         raise CompatlmError("evidence: give at least one seed and one task")

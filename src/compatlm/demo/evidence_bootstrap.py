@@ -20,8 +20,11 @@ from typing import Any
 
 import numpy as np
 
+from compatlm.demo.evidence_cells import comparison, complete_tasks, usable_tasks
+from compatlm.demo.selection import primary_nfr
 from compatlm.errors import CompatlmError
 from compatlm.eval.metrics import classification_columns, group_codes, similarity_columns
+from compatlm.eval.records import load_predictions
 from compatlm.eval.stats import bootstrap_sums, group_sums, percentile_ci
 from compatlm.paths import RunLayout
 
@@ -30,10 +33,6 @@ DIFFERENCE = "muscle_minus_continue_ce"  # Δ%NFR(muscle vs new) − Δ%NFR(cont
 
 def _flips(run: Path, task: str, role: str, doc: dict[str, Any], old: Any) -> np.ndarray:
     """(N,) negative flips of ``role`` vs old in old's id order, as metrics.json counts them."""
-    from compatlm.demo.evidence import comparison
-    from compatlm.demo.selection import primary_nfr
-    from compatlm.eval.records import load_predictions
-
     comp = comparison(doc, task, "old", role)
     if comp is None:
         raise CompatlmError(f"{run}/metrics.json: no comparison old vs {role} on task {task!r}")
@@ -145,8 +144,6 @@ def delta_percent_bootstrap(
     """``{a_vs_b: {value, ci, ...}, muscle_minus_continue_ce: {...}}`` (module docstring).
     ``runs``/``docs``: seed -> its test eval run directory / metrics.json; ``cells``: task ->
     the per-seed cells of :func:`compatlm.demo.evidence.seed_cell`, in the order of ``runs``."""
-    from compatlm.demo.evidence import complete_tasks, usable_tasks
-
     wanted = sorted({r for pair in pairs for r in pair})
     keys = [f"{a}_vs_{b}" for a, b in pairs]
     sets = {key: usable_tasks(cells, (key,))[0] for key in keys}

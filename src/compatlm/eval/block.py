@@ -22,16 +22,13 @@ import json
 import re
 from itertools import chain, repeat
 from operator import itemgetter
-from typing import TYPE_CHECKING, Any
+from typing import Any
 
 import numpy as np
 
-from compatlm.eval.records import FILE_CONSTANT
-from compatlm.eval.rows import FIELD_ORDER, layout_of
+from compatlm.eval.prediction import FILE_CONSTANT
+from compatlm.eval.rows import FIELD_ORDER, FileChecks, layout_of
 from compatlm.io import MAX_JSON_DEPTH
-
-if TYPE_CHECKING:
-    from compatlm.eval.reader import _FileChecks
 
 _NONE = type(None)
 _STR_OR_NONE = frozenset({str, _NONE})
@@ -155,7 +152,7 @@ def _strings(col: tuple, types: set[type]) -> int:
 
 
 def block_columns(
-    lines: list[str], text: str, checks: _FileChecks, lineno0: int
+    lines: list[str], text: str, checks: FileChecks, lineno0: int
 ) -> dict[str, Any] | None:
     """The columns of a block whose lines are ``text`` split on newlines (first on line
     ``lineno0``), for :meth:`~compatlm.eval.columns.ColumnsBuilder.add_columns`, or None when
@@ -212,7 +209,7 @@ def block_columns(
     }
 
 
-def _file_rules(cols: dict[str, Any], versioned: bool, checks: _FileChecks, lineno0: int) -> None:
+def _file_rules(cols: dict[str, Any], versioned: bool, checks: FileChecks, lineno0: int) -> None:
     """Raise :class:`_Doubt` unless the block keeps the file-level rules; then record it."""
     if checks.versioned is not None and checks.versioned != versioned:
         raise _Doubt

@@ -26,7 +26,7 @@ truncated, last token dropped), so per-instance answers are the same up to float
   memory stays within the full path's for the same batch size.
 
 A request's scored logits are [prefix's last logits] + [its remainder's logits]; the last
-``n_cont`` of them are scored exactly as in :func:`compatlm.eval.runner.score_requests`.
+``n_cont`` of them are scored exactly as in :func:`compatlm.eval.full_scoring.score_requests`.
 """
 
 from __future__ import annotations
@@ -41,7 +41,7 @@ from typing import Any
 import torch
 from transformers.cache_utils import Cache
 
-from compatlm.eval.runner import (
+from compatlm.eval.full_scoring import (
     ChoiceScore,
     ScoringWork,
     check_requests,

@@ -37,7 +37,8 @@ from pydantic import ValidationError
 
 from compatlm.config import JOIN_KEY_PATTERN
 from compatlm.errors import CompatlmError, input_error
-from compatlm.eval.records import Prediction, PredictionSet, describe, validation_message
+from compatlm.eval.prediction import Prediction, describe, validation_message
+from compatlm.eval.prediction_set import PredictionSet
 from compatlm.io import is_finite_number, read_jsonl
 
 # lm-eval's own bookkeeping keys: everything else that holds a number is a metric value.

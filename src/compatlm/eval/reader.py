@@ -1,7 +1,8 @@
 """Reading compatlm and minimal foreign prediction files into :class:`~compatlm.eval.columns.Columns`.
 
-Owns :func:`read_columns` (the loader behind :func:`compatlm.eval.records.load_predictions`),
-the file-level rules and :func:`read_outputs`. The file is read in blocks of
+Owns :func:`read_columns` (the loader behind :func:`compatlm.eval.records.load_predictions`)
+and :func:`read_outputs`; the file-level rules it applies row by row are
+:class:`compatlm.eval.rows.FileChecks`. The file is read in blocks of
 :data:`BLOCK_BYTES`; each block becomes numpy columns before the next is read, so a 2M-row
 file never exists as 2M objects. A block takes the first of three routes that clears it:
 
@@ -31,68 +32,13 @@ import numpy as np
 from compatlm.errors import CompatlmError, input_error
 from compatlm.eval.block import block_columns
 from compatlm.eval.columns import Columns, ColumnsBuilder, first_duplicate, trim_heap
-from compatlm.eval.records import FILE_CONSTANT
-from compatlm.eval.rows import careful_row, fast_row
+from compatlm.eval.rows import FileChecks, careful_row, fast_row
 from compatlm.io import MAX_JSON_DEPTH
 
 BLOCK_BYTES = 2 << 20  # read size; one block's lines and decoded objects are alive at a time
 
 _SURROGATE_ESCAPE = re.compile(r"\\u[dD][89a-fA-F]")
 _JSON_SPACE = " \t\n\r"
-
-
-class _FileChecks:
-    """The file-level rules, applied row by row in file order (duplicates aside)."""
-
-    def __init__(self, path: Path) -> None:
-        self.path = path
-        self.versioned: bool | None = None
-        self.constants: dict[str, tuple[Any, int]] = {}
-        self.last: tuple | None = None
-        self.grouped: tuple[bool, int] | None = None  # (first row has a group, its line)
-
-    def mixed_versions(self, versioned: bool, lineno: int) -> None:
-        if self.versioned is None:
-            self.versioned = versioned
-        elif self.versioned != versioned:
-            raise input_error(
-                "mixes compatlm lines (with schema_version) and foreign lines (without)",
-                self.path,
-                lineno,
-                "schema_version",
-            )
-
-    def constants_and_group(self, consts: tuple, group: str | None, lineno: int) -> None:
-        # A row with the same constants as the previous one cannot break the rule: skip.
-        if consts != self.last:
-            for key, value in zip(FILE_CONSTANT, consts, strict=True):
-                if value is None:
-                    continue
-                if key not in self.constants:
-                    self.constants[key] = (value, lineno)
-                elif self.constants[key][0] != value:
-                    what = "tasks" if key == "task" else f"{key} values"
-                    raise input_error(
-                        f"mixed {what} in one file: expected {self.constants[key][0]!r} "
-                        f"(as on line {self.constants[key][1]}), found {value!r}",
-                        self.path,
-                        lineno,
-                        key,
-                    )
-            self.last = consts
-        has = group is not None
-        if self.grouped is None:
-            self.grouped = (has, lineno)
-        elif self.grouped[0] != has:
-            first = self.grouped
-            what = "has no group" if first[0] else f"has group {group!r}"
-            raise input_error(
-                f"this row {what} but line {first[1]} "
-                f"{'has one' if first[0] else 'has none'} (give every row a group, or none)",
-                self.path,
-                lineno,
-                "group",
-            )
 
 
 def _block_lines(data: bytes) -> tuple[list[Any], str | None]:
@@ -121,7 +67,7 @@ def read_columns(path: Path) -> tuple[Columns, dict[str, Any], bool]:
     if not path.is_file():
         raise input_error("file not found" if not path.exists() else "not a file", path)
     builder = ColumnsBuilder()
-    checks = _FileChecks(path)
+    checks = FileChecks(path)
     layouts: dict[tuple, Any] = {}
     # The cyclic garbage collector would rescan the block's millions of fresh tuples over and
     # over (it triggers on allocations); decoding creates no cycles, so pause it.
@@ -135,7 +81,7 @@ def read_columns(path: Path) -> tuple[Columns, dict[str, Any], bool]:
 
 
 def _read(
-    path: Path, builder: ColumnsBuilder, checks: _FileChecks, layouts: dict[tuple, Any]
+    path: Path, builder: ColumnsBuilder, checks: FileChecks, layouts: dict[tuple, Any]
 ) -> tuple[Columns, dict[str, Any], bool]:
     base, lineno0, carry = 0, 1, b""
     with path.open("rb") as fh:
@@ -180,7 +126,7 @@ def _read_block(
     base: int,
     lineno0: int,
     builder: ColumnsBuilder,
-    checks: _FileChecks,
+    checks: FileChecks,
     layouts: dict[tuple, Any],
     path: Path,
 ) -> int:

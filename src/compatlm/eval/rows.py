@@ -1,9 +1,10 @@
-"""One prediction line at a time: the plain-Python check and the exact fallback.
+"""One prediction line at a time: the plain-Python check, the exact fallback, the file rules.
 
 Owns :func:`fast_row` (decode a line and accept it when every value is of a type and range
-the pydantic model accepts unchanged, or say it cannot) and :func:`careful_row` (what the
-row-by-row loader did: ``io.parse_json``, then :func:`~compatlm.eval.records.parse_line`,
-raising the model's one-line errors). :mod:`compatlm.eval.reader` uses them for blocks the
+the pydantic model accepts unchanged, or say it cannot), :func:`careful_row` (what the
+row-by-row loader did: ``io.parse_json``, then :func:`~compatlm.eval.prediction.parse_line`,
+raising the model's one-line errors) and :class:`FileChecks` (the file-level rules, applied
+row by row in file order by every route). :mod:`compatlm.eval.reader` uses them for blocks the
 whole-block check of :mod:`compatlm.eval.block` does not clear; the property tests hold
 fast_row to the model (it accepts only what the model accepts, with the same values).
 """
@@ -16,7 +17,7 @@ from pathlib import Path
 from typing import Any
 
 from compatlm.errors import input_error
-from compatlm.eval.records import FIELDS, REQUIRED_V1, parse_line, row_of
+from compatlm.eval.prediction import FIELDS, FILE_CONSTANT, REQUIRED_V1, parse_line, row_of
 from compatlm.io import parse_json
 
 _JSON_SPACE = " \t\n\r"
@@ -160,3 +161,57 @@ def careful_row(line: str, path: Path, lineno: int) -> tuple:
     if not isinstance(obj, dict):
         raise input_error(f"expected a JSON object, found {type(obj).__name__}", path, lineno)
     return row_of(parse_line(obj, path, lineno))
+
+
+class FileChecks:
+    """The file-level rules, applied row by row in file order (duplicates aside)."""
+
+    def __init__(self, path: Path) -> None:
+        self.path = path
+        self.versioned: bool | None = None
+        self.constants: dict[str, tuple[Any, int]] = {}
+        self.last: tuple | None = None
+        self.grouped: tuple[bool, int] | None = None  # (first row has a group, its line)
+
+    def mixed_versions(self, versioned: bool, lineno: int) -> None:
+        if self.versioned is None:
+            self.versioned = versioned
+        elif self.versioned != versioned:
+            raise input_error(
+                "mixes compatlm lines (with schema_version) and foreign lines (without)",
+                self.path,
+                lineno,
+                "schema_version",
+            )
+
+    def constants_and_group(self, consts: tuple, group: str | None, lineno: int) -> None:
+        # A row with the same constants as the previous one cannot break the rule: skip.
+        if consts != self.last:
+            for key, value in zip(FILE_CONSTANT, consts, strict=True):
+                if value is None:
+                    continue
+                if key not in self.constants:
+                    self.constants[key] = (value, lineno)
+                elif self.constants[key][0] != value:
+                    what = "tasks" if key == "task" else f"{key} values"
+                    raise input_error(
+                        f"mixed {what} in one file: expected {self.constants[key][0]!r} "
+                        f"(as on line {self.constants[key][1]}), found {value!r}",
+                        self.path,
+                        lineno,
+                        key,
+                    )
+            self.last = consts
+        has = group is not None
+        if self.grouped is None:
+            self.grouped = (has, lineno)
+        elif self.grouped[0] != has:
+            first = self.grouped
+            what = "has no group" if first[0] else f"has group {group!r}"
+            raise input_error(
+                f"this row {what} but line {first[1]} "
+                f"{'has one' if first[0] else 'has none'} (give every row a group, or none)",
+                self.path,
+                lineno,
+                "group",
+            )

@@ -22,7 +22,6 @@ import html
 import re
 from typing import Any
 
-from compatlm.report import FLIP_LIST_CAP, RunData
 from compatlm.report.flipview import FILTER_CSS, viewer
 from compatlm.report.fmt import (
     FIELD_CAP,
@@ -45,6 +44,7 @@ from compatlm.report.primary import (
     slice_header,
     slice_rows,
 )
+from compatlm.report.run import FLIP_LIST_CAP, RunData
 
 TOC_OPEN = 12  # comparisons up to which the contents list starts unfolded
 

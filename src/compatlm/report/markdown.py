@@ -15,7 +15,6 @@ from __future__ import annotations
 import re
 from typing import Any
 
-from compatlm.report import MD_FLIP_CAP, RunData
 from compatlm.report.fmt import (
     FIELD_CAP,
     HEADLINE_HEADER,
@@ -37,6 +36,7 @@ from compatlm.report.primary import (
     slice_header,
     slice_rows,
 )
+from compatlm.report.run import MD_FLIP_CAP, RunData
 
 MD_CELL_CAP = 80  # characters of an output/target in the Markdown flip table
 # Backslash-escapable (CommonMark: any ASCII punctuation) characters that start markup:

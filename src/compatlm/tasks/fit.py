@@ -23,6 +23,7 @@ from typing import Any
 from compatlm.errors import CompatlmError
 from compatlm.prompts import config_max_length, encode_choices, encode_prompt
 from compatlm.tasks.base import GenExample, MCExample, ResolvedTask
+from compatlm.tokenizer_identity import tokenizer_fingerprint
 
 
 def _too_long(task: ResolvedTask, example_id: str, what: str, max_length: int, source: str) -> str:
@@ -89,8 +90,6 @@ def check_tasks_fit(
     (lm-eval's rule, :func:`compatlm.prompts.config_max_length`). ``checked`` remembers
     (tokenizer fingerprint, max length, task) triples already checked, so models sharing a
     base and its tokenizer tokenise a task once."""
-    from compatlm.models import tokenizer_fingerprint
-
     max_length, source = config_max_length(config, tokenizer)
     seen = checked if checked is not None else set()
     fingerprint = tokenizer_fingerprint(tokenizer)
