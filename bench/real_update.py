@@ -192,6 +192,28 @@ def sweep(study: Study, old: str, new: str, seed: int) -> dict[str, Any]:
     }
 
 
+def muscle_winner(study: Study, seed: int) -> dict[str, Any]:
+    """The MUSCLE row of the test look: the best MUSCLE grid point under the sweep's own rule.
+
+    The sweep lets its control compete (``select.control_competes`` defaults to true), so its
+    winner can be ``continue_ce`` itself; the study compares MUSCLE *with* that control, so
+    the control is only shown beside the winner here. Reads the validation numbers only.
+    """
+    from compatlm.methods.selection import SweepPoint, floor_of, select
+
+    sel = json.loads((study.work / f"seed{seed}" / "sweep" / "selection.json").read_text())
+    points = [SweepPoint(**p) for p in sel["points"] if p["kind"] != "control"]
+    floor, _ = floor_of(
+        SweepPoint(**sel["new"]),
+        points=-0.5,
+        absolute=None,
+        split="validation",
+        field_name="select.accuracy_floor",
+    )
+    win, reason = select(points, floor, control_competes=False)
+    return {"name": win.name if win else None, "spec": win.spec if win else None, "reason": reason}
+
+
 def alternatives(study: Study, old: str, new: str, new_base: str, seed: int) -> dict[str, Any]:
     old_adapter, new_adapter = old.split("+", 1)[1], new.split("+", 1)[1]
     cfgs = {
@@ -251,8 +273,9 @@ def run_seed(study: Study, bases: dict[str, Any], seed: int) -> dict[str, Any]:
     sw = s(f"seed{seed}/sweep", lambda: sweep(study, old, new, seed))
     alt = s(f"seed{seed}/alternatives", lambda: alternatives(study, old, new, bases["new"], seed))
     cands = dict(alt["specs"])
-    if sw["winner_spec"]:
-        cands["muscle"] = sw["winner_spec"]
+    muscle = muscle_winner(study, seed)
+    if muscle["spec"]:
+        cands["muscle"] = muscle["spec"]
     if sw["specs"].get("continue_ce"):
         cands["continue_ce"] = sw["specs"]["continue_ce"]
     test = s(f"seed{seed}/test_eval", lambda: test_eval(study, old, new, cands, seed))
@@ -266,7 +289,7 @@ def run_seed(study: Study, bases: dict[str, Any], seed: int) -> dict[str, Any]:
         **alt["seconds"],
     }
     return {"selection": {k: sw[k] for k in ("status", "winner", "reason", "points")},
-            "methods": test, "build_seconds": cost}  # fmt: skip
+            "muscle_selected": muscle, "methods": test, "build_seconds": cost}  # fmt: skip
 
 
 def parse_args(argv: list[str] | None) -> argparse.Namespace:
