@@ -46,6 +46,7 @@ from compatlm.demo.selection import DemoSelect, check_grid
 
 # Re-exported: the benches and tests build the demo's training configs through these.
 from compatlm.demo.steps import (
+    SeedClock,
     compat_mask_prompt,
     compat_settings,
     muscle_config,
@@ -207,10 +208,13 @@ def run_demo(cfg: DemoConfig, out: str | Path, *, overwrite: bool = False) -> Pa
         },
     )
     alternatives = [a for a in cfg.alternatives if not (skipped and a in WEIGHT_SPACE)]
-    seeds = {
-        seed: run_seed(cfg, family, tasks, alternatives, seed, out / f"seed{seed}", points)
-        for seed in cfg.seeds
-    }
+    seeds = {}
+    clock = SeedClock(len(cfg.seeds))
+    for seed in cfg.seeds:
+        clock.start(seed)
+        resumed = (out / f"seed{seed}" / "eval" / "metrics.json").is_file()  # finished earlier
+        seeds[seed] = run_seed(cfg, family, tasks, alternatives, seed, out / f"seed{seed}", points)
+        clock.finish(seed, resumed=resumed)
     notes = ([skipped] if skipped else []) + [n for r in seeds.values() for n in r.notes]
     report = write_summary(out, {s: r.run for s, r in seeds.items()}, tasks, notes=notes)
     write_evidence(out, list(seeds), tasks)

@@ -38,8 +38,48 @@ def step(path: Path, what: str, fn: Callable[[], Any]) -> Any:
     t0 = time.perf_counter()
     log.info("%s ...", what)
     result = fn()
-    atomic_write_json(marker, {"result": result, "seconds": round(time.perf_counter() - t0, 2)})
+    seconds = time.perf_counter() - t0
+    atomic_write_json(marker, {"result": result, "seconds": round(seconds, 2)})
+    log.info("%s: done in %s", what, clock_text(seconds))
     return result
+
+
+def clock_text(seconds: float) -> str:
+    """``42 s`` / ``3 min 05 s``: durations in the demo's log lines."""
+    if seconds < 60:
+        return f"{seconds:.0f} s"
+    minutes, rest = divmod(round(seconds), 60)
+    return f"{minutes} min {rest:02d} s"
+
+
+class SeedClock:
+    """Where a multi-seed demo is and how long the rest should take.
+
+    The estimate is the mean wall time of the seeds run in this process times the seeds left:
+    every seed does the same work. A seed that had finished before (a rerun reads it from disk)
+    is not counted, so a resumed run does not promise too little.
+    """
+
+    def __init__(self, n_seeds: int) -> None:
+        self.n, self.done, self.times = n_seeds, 0, []  # times: seconds of seeds run here
+        self._t0 = 0.0
+
+    def start(self, seed: int) -> None:
+        self._t0 = time.perf_counter()
+        log.info("seed %d (%d of %d) ...", seed, self.done + 1, self.n)
+
+    def finish(self, seed: int, *, resumed: bool = False) -> str:
+        seconds = time.perf_counter() - self._t0
+        self.done += 1
+        if not resumed:
+            self.times.append(seconds)
+        left = self.n - self.done
+        eta = ""
+        if left and self.times:
+            eta = f"; about {clock_text(left * sum(self.times) / len(self.times))} left"
+        line = f"seed {seed} ({self.done} of {self.n}) done in {clock_text(seconds)}{eta}"
+        log.info("%s", line)
+        return line
 
 
 def read_json(path: Path) -> Any:

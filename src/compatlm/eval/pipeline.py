@@ -23,7 +23,6 @@ import gc
 import logging
 import shutil
 from collections.abc import Iterable, Iterator, Sequence
-from contextlib import contextmanager
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
@@ -43,6 +42,7 @@ from compatlm.eval.runner import mc_prediction, score_multiple_choice
 from compatlm.io import JsonlAppender, atomic_write_json, atomic_write_text, env_info
 from compatlm.models import load_model, preflight
 from compatlm.paths import RunLayout
+from compatlm.progress import progress_bar
 from compatlm.prompts import encode_prompt, example_hash, model_max_length, prompt_hash
 from compatlm.rundir import check_out_dir, input_paths, prepare_out_dir, unlock
 from compatlm.spec import ModelSpec
@@ -64,28 +64,6 @@ class EvalRun:
     env: dict[str, Any] = field(default_factory=dict)
     fingerprints: dict[str, str] = field(default_factory=dict)  # role -> tokenizer
     warnings: list[str] = field(default_factory=list)
-
-
-@contextmanager
-def _progress(enabled: bool) -> Iterator[Any]:
-    from rich.console import Console
-    from rich.progress import (
-        BarColumn,
-        MofNCompleteColumn,
-        Progress,
-        TextColumn,
-        TimeRemainingColumn,
-    )
-
-    with Progress(
-        TextColumn("{task.description}"),
-        BarColumn(),
-        MofNCompleteColumn(),
-        TimeRemainingColumn(),
-        console=Console(stderr=True),
-        disable=not enabled,
-    ) as bar:
-        yield bar
 
 
 def _chunks(items: Sequence[Any], size: int) -> Iterator[Sequence[Any]]:
@@ -298,7 +276,7 @@ def _evaluate(
     # The inputs themselves (prompt, choices), so the report can show them beside each flip.
     write_examples(run.out, tasks, run.hashes)
 
-    with _progress(rt.progress) as run.bar:
+    with progress_bar(rt.progress) as run.bar:
         for role, default in roles:
             for spec, group in model_groups(cfg, role, default, tasks).items():
                 _run_model(run, role, spec, group)

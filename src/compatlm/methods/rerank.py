@@ -22,24 +22,19 @@ Models are loaded one at a time (new, then old), like ``compatlm eval``. Samples
 
 from __future__ import annotations
 
-import gc
 import logging
 import math
-import time
 from collections.abc import Sequence
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
-import torch
-
 from compatlm.config import RuntimeConfig, dump_config, read_yaml
 from compatlm.errors import CompatlmError
-from compatlm.eval.generate import gen_prediction, generate
+from compatlm.eval.generate import gen_prediction
 from compatlm.eval.records import Prediction
-from compatlm.eval.runner import argmax_first, score_requests
+from compatlm.eval.runner import argmax_first
 from compatlm.io import (
-    JsonlAppender,
     atomic_write_json,
     atomic_write_jsonl,
     atomic_write_text,
@@ -47,17 +42,12 @@ from compatlm.io import (
     load_resumable,
 )
 from compatlm.methods.config import RerankConfig
-from compatlm.methods.sampling import Candidate, example_seed, sample_outputs
-from compatlm.models import load_model, load_tokenizer, require_same_tokenizer
+from compatlm.methods.rerank_phases import draw, score_candidates
+from compatlm.models import load_tokenizer, require_same_tokenizer
 from compatlm.paths import RunLayout, check_name
+from compatlm.progress import progress_bar
 from compatlm.prompts import (
-    ScoringRequest,
-    encode_pair,
-    encode_prompt,
     example_hash,
-    model_max_length,
-    prompt_hash,
-    render_chat,
     scoring_input,
 )
 from compatlm.rundir import check_out_dir, input_paths, prepare_out_dir
@@ -74,19 +64,6 @@ class RerankOutput:
     cost: dict[str, Any]  # forward tokens and wall time against greedy decoding
 
 
-def _score_request(tokenizer: Any, context: str, out: Candidate) -> ScoringRequest | None:
-    """The old model's request for one candidate; None when there is nothing to score."""
-    req = encode_pair(tokenizer, context, out.text)
-    cont = req.continuation_ids
-    if out.finish == "eos" and tokenizer.eos_token_id is not None:
-        cont = (*cont, int(tokenizer.eos_token_id))
-    return ScoringRequest(req.context_ids, cont) if cont else None
-
-
-def _as_output(row: dict[str, Any]) -> Candidate:
-    return Candidate(str(row["text"]), int(row["n_tokens"]), str(row["finish"]))
-
-
 def _ratio(num: float, den: float, reason: str) -> dict[str, Any]:
     value = num / den if den > 0 else None
     return {
@@ -95,83 +72,6 @@ def _ratio(num: float, den: float, reason: str) -> dict[str, Any]:
         "denominator": den,
         "reason": None if value is not None else reason,
     }
-
-
-def _free(loaded: Any) -> None:
-    loaded.model = None
-    gc.collect()
-    if torch.cuda.is_available():
-        torch.cuda.empty_cache()
-
-
-def _draw(
-    task: ResolvedTask,
-    cfg: RerankConfig,
-    runtime: RuntimeConfig,
-    new: ModelSpec,
-    rows: dict[str, dict],
-    samples_path: Path | None,
-) -> None:
-    """Phase 1 (new model): greedy output and k samples for every example not in ``rows``."""
-    todo = [ex for ex in task.examples if ex.id not in rows]
-    if not todo:
-        return
-    loaded = load_model(new, runtime=runtime)
-    model, tok = loaded.model, loaded.tokenizer
-    max_len = model_max_length(model, tok)
-    prompt_len = max_len - task.max_new_tokens if max_len > task.max_new_tokens else max_len
-    writer = JsonlAppender(samples_path) if samples_path is not None else None
-    try:
-        for start in range(0, len(todo), runtime.batch_size):
-            chunk = todo[start : start + runtime.batch_size]
-            prompts = [
-                encode_prompt(
-                    tok, ex.prompt, chat_template=task.chat_template, max_length=prompt_len
-                )
-                for ex in chunk
-            ]
-            t0 = time.perf_counter()
-            greedy = generate(
-                model,
-                tok,
-                prompts,
-                max_new_tokens=task.max_new_tokens,
-                stop=task.stop,
-                batch_size=runtime.batch_size,
-                no_repeat_ngram_size=task.no_repeat_ngram_size,
-            )
-            greedy_share = (time.perf_counter() - t0) / len(chunk)
-            for ex, ids, g in zip(chunk, prompts, greedy, strict=True):
-                t0 = time.perf_counter()
-                samples = sample_outputs(
-                    model,
-                    tok,
-                    ids,
-                    k=cfg.k,
-                    temperature=cfg.temperature,
-                    top_p=cfg.top_p,
-                    max_new_tokens=task.max_new_tokens,
-                    stop=task.stop,
-                    no_repeat_ngram_size=task.no_repeat_ngram_size,
-                    seed=example_seed(runtime.seed, ex.id),
-                )
-                row = {
-                    "example_id": ex.id,
-                    "example_hash": example_hash(ex.hash_fields()),
-                    "prompt_hash": prompt_hash(ids),
-                    "prompt_tokens": len(ids),
-                    "greedy": {"text": g.text, "n_tokens": g.n_tokens, "finish": g.finish},
-                    "greedy_seconds": greedy_share,
-                    "samples": [vars(s).copy() for s in samples],
-                    "sample_seconds": time.perf_counter() - t0,
-                }
-                rows[ex.id] = row
-                if writer is not None:
-                    writer.write(row)
-    finally:
-        if writer is not None:
-            writer.close()
-        _free(loaded)
 
 
 def rerank_predictions(
@@ -210,32 +110,12 @@ def rerank_predictions(
             )
         rows[row["example_id"]] = row
     resumed = bool(rows)
-    _draw(task, cfg, runtime, new, rows, samples_path)
+    with progress_bar(runtime.progress) as bar:  # sampling and scoring take minutes on a CPU
+        draw(task, cfg, runtime, new, rows, samples_path, bar)
+        cands, reqs, flat, flat_scores, score_seconds, max_len = score_candidates(
+            task, cfg, runtime, old, tok, rows, bar
+        )
 
-    # Phase 2 (old model): score every candidate of every example in one batched pass.
-    cands: list[list[Candidate]] = []
-    reqs: list[list[ScoringRequest | None]] = []
-    for ex in task.examples:
-        row = rows[ex.id]
-        outs = [_as_output(s) for s in row["samples"]]
-        if cfg.include_greedy:
-            outs.append(_as_output(row["greedy"]))
-        context = render_chat(tok, ex.prompt) if task.chat_template else ex.prompt
-        cands.append(outs)
-        reqs.append([_score_request(tok, context, o) for o in outs])
-    loaded = load_model(old, runtime=runtime)
-    max_len = model_max_length(loaded.model, loaded.tokenizer)
-    flat = [r for per in reqs for r in per if r is not None]
-    t0 = time.perf_counter()
-    flat_scores = score_requests(
-        loaded.model,
-        flat,
-        batch_size=runtime.batch_size,
-        max_length=max_len,
-        pad_token_id=tok.pad_token_id or 0,
-    )
-    score_seconds = time.perf_counter() - t0
-    _free(loaded)
     score_tokens = sum(len(scoring_input(r, max_len)[0]) for r in set(flat))
 
     extractor = get_extractor(task.extract)
