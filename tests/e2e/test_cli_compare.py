@@ -30,6 +30,18 @@ def files(tmp_path: Path) -> tuple[str, str]:
     return str(a), str(b)
 
 
+def test_summary_keeps_long_names_off_a_terminal(tmp_path, capsys):
+    # capsys is not a terminal: rich would otherwise wrap at 80 columns and cut the names
+    task = "a_rather_long_task_name_from_a_real_benchmark_suite"
+    rows = [{"example_id": str(i), "correct": c, "task": task} for i, c in enumerate(OLD)]
+    a = write(tmp_path / "old.jsonl", rows)
+    rows = [{"example_id": str(i), "correct": c, "task": task} for i, c in enumerate(NEW)]
+    b = write(tmp_path / "new.jsonl", rows)
+    args = ["compare", str(a), str(b), "--out", str(tmp_path / "out"), "--bootstrap", "10"]
+    assert main(args) == 0
+    assert task in capsys.readouterr().out
+
+
 def test_compare_ok_prints_summary_and_paths(tmp_path, capsys):
     a, b = files(tmp_path)
     out = tmp_path / "out"

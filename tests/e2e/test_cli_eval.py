@@ -174,6 +174,19 @@ def test_gate_exit_codes(full_run, eval_config, tmp_path, capsys):
     )
 
 
+def test_eval_prints_the_headline_table_before_the_paths(full_run, eval_config, tmp_path, capsys):
+    out = tmp_path / "table"
+    shutil.copytree(full_run, out)
+    assert main(["eval", str(eval_config), "--out", str(out), "--resume"]) == 0
+    text = capsys.readouterr().out
+    doc = json.loads((out / "metrics.json").read_text())
+    first = doc["comparisons"][0]
+    # the numbers of metrics.json, as `compatlm compare` prints them, then the written files
+    assert "compatlm compare" in text and "old → new" in text and first["task"] in text
+    assert f"{100 * first['metrics']['negative_flip_rate']['value']:.2f}%" in text
+    assert text.index("old → new") < text.index(str(out / "metrics.json"))
+
+
 def test_refuses_non_empty_out_and_bad_input(full_run, eval_config, tmp_path, capsys):
     assert main(["eval", str(eval_config), "--out", str(full_run)]) == 2
     assert "not empty" in capsys.readouterr().err

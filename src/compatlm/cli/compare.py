@@ -200,7 +200,10 @@ def print_summary(doc: dict[str, Any]) -> None:
             pct(m["positive_flip_rate"], ci=False),
             pvalue(m["mcnemar_p_value"]),
         )
-    console = Console(file=sys.stdout, highlight=False, markup=False)
+    # Not a terminal (a CI log, a pipe): rich would wrap to 80 columns and cut role and task
+    # names; a log line may be long.
+    width = None if sys.stdout.isatty() else 240
+    console = Console(file=sys.stdout, highlight=False, markup=False, width=width)
     if table.row_count:
         console.print(table)
     if sims:

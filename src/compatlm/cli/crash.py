@@ -40,7 +40,8 @@ def write_crash_log(
     """Write the traceback; returns the log's path, or None when no location was writable."""
     from compatlm.io import atomic_write_text
 
-    command = list(argv) if argv is not None else sys.argv[1:]
+    # str(): a library caller of main() may pass paths; the log must still be written
+    command = [str(a) for a in (argv if argv is not None else sys.argv[1:])]
     text = (
         f"compatlm {__version__} (Python {sys.version.split()[0]}) crashed\n"
         f"command: compatlm {' '.join(command)}\n\n"

@@ -65,6 +65,7 @@ def register(subparsers: argparse._SubParsersAction) -> None:
 
 
 def run_eval_command(args: argparse.Namespace) -> int:
+    from compatlm.cli.compare import print_summary
     from compatlm.eval.pipeline import run_eval
     from compatlm.models import resolve_device
     from compatlm.report import render_report
@@ -75,9 +76,10 @@ def run_eval_command(args: argparse.Namespace) -> int:
     resolve_device(cfg.runtime.device)  # here, not in validate: a GPU config checks anywhere
     run = run_eval(cfg, out, overwrite=args.overwrite, resume=args.resume, inputs=[args.config])
     render_report(run)  # eval writes metrics.json and flips; the reports are rendered here
+    doc = json.loads((run / "metrics.json").read_text(encoding="utf-8"))
+    print_summary(doc)  # the headline numbers, as compare prints them
     print_existing(run, WRITTEN)
     if not cfg.compare.fail_if:
         return 0
     # compare recorded the gate in metrics.json (the report's banner shows the same outcome).
-    doc = json.loads((run / "metrics.json").read_text(encoding="utf-8"))
     return print_gate(doc, cfg.compare.fail_if)
