@@ -11,7 +11,6 @@ from __future__ import annotations
 
 from collections.abc import Callable, Sequence
 from dataclasses import dataclass
-from typing import Any
 
 import torch
 
@@ -35,7 +34,7 @@ class ScoringWork:
     logit_positions: int = 0  # positions whose vocabulary logits were computed
 
 
-def device_of(model: Any) -> torch.device:
+def device_of(model: torch.nn.Module) -> torch.device:
     return next(model.parameters()).device
 
 
@@ -63,7 +62,7 @@ def choice_score(logits: torch.Tensor, target: Sequence[int]) -> ChoiceScore:
 
 @torch.inference_mode()
 def score_requests(
-    model: Any,
+    model: torch.nn.Module,
     requests: Sequence[ScoringRequest],
     *,
     batch_size: int,

@@ -106,14 +106,14 @@ def plan_prefixes(
     return groups, full
 
 
-def supports_cached_scoring(model: Any) -> bool:
+def supports_cached_scoring(model: torch.nn.Module) -> bool:
     """Whether the model's forward takes a KV cache and position ids (HF causal LMs do)."""
     base = model.get_base_model() if hasattr(model, "get_base_model") else model
     params = inspect.signature(base.forward).parameters
     return "past_key_values" in params and "position_ids" in params
 
 
-def _keeps_logits(model: Any) -> bool:
+def _keeps_logits(model: torch.nn.Module) -> bool:
     base = model.get_base_model() if hasattr(model, "get_base_model") else model
     return "logits_to_keep" in inspect.signature(base.forward).parameters
 
@@ -144,7 +144,7 @@ class _Row:
 
 @torch.inference_mode()
 def score_requests_cached(
-    model: Any,
+    model: torch.nn.Module,
     requests: Sequence[ScoringRequest],
     *,
     batch_size: int,
@@ -236,7 +236,7 @@ def _count(work: ScoringWork | None, rows: int, width: int, real: int, logit_row
 
 
 def _score_continuations(
-    model: Any,
+    model: torch.nn.Module,
     batch: Sequence[PrefixGroup],
     last: torch.Tensor,  # [B, V]
     cache: Any,

@@ -21,7 +21,7 @@ from __future__ import annotations
 import math
 from collections.abc import Callable, Sequence
 from dataclasses import dataclass
-from typing import Any
+from typing import TYPE_CHECKING, Any
 
 from compatlm.errors import CompatlmError
 from compatlm.eval.full_scoring import ChoiceScore as ChoiceScore
@@ -37,6 +37,10 @@ from compatlm.prompts import (
     prompt_hash,
 )
 from compatlm.tasks.base import MCExample
+
+if TYPE_CHECKING:
+    import torch
+    from transformers import PreTrainedTokenizerBase
 
 SCORING_MODES = ("cached", "full")  # runtime.scoring; see compatlm.eval.kv_scoring
 
@@ -99,8 +103,8 @@ def _decide(
 
 
 def score_multiple_choice(
-    model: Any,
-    tokenizer: Any,
+    model: torch.nn.Module,
+    tokenizer: PreTrainedTokenizerBase,
     examples: Sequence[MCExample],
     *,
     metric: str,
