@@ -214,6 +214,20 @@ def muscle_winner(study: Study, seed: int) -> dict[str, Any]:
     return {"name": win.name if win else None, "spec": win.spec if win else None, "reason": reason}
 
 
+def control(study: Study, old: str, new: str, seed: int, sw: dict[str, Any]) -> str:
+    """The same-budget control ``continue_ce`` of this seed's MUSCLE config.
+
+    The sweep's own when it is still on disk; a sweep in which nothing passes the floor removes
+    the candidates it built, so then the control is built again, from the same config, by the
+    registry (the study compares every seed's MUSCLE, or its absence, with its control).
+    """
+    spec = sw["specs"].get("continue_ce")
+    if spec and Path(spec.split("+", 1)[1]).is_dir():
+        return spec
+    out = study.work / f"seed{seed}" / "control"
+    return build("continue_ce", compat_cfg(study, old, new, seed), out)
+
+
 def alternatives(study: Study, old: str, new: str, new_base: str, seed: int) -> dict[str, Any]:
     old_adapter, new_adapter = old.split("+", 1)[1], new.split("+", 1)[1]
     cfgs = {
@@ -276,8 +290,7 @@ def run_seed(study: Study, bases: dict[str, Any], seed: int) -> dict[str, Any]:
     muscle = muscle_winner(study, seed)
     if muscle["spec"]:
         cands["muscle"] = muscle["spec"]
-    if sw["specs"].get("continue_ce"):
-        cands["continue_ce"] = sw["specs"]["continue_ce"]
+    cands["continue_ce"] = s(f"seed{seed}/control", lambda: control(study, old, new, seed, sw))
     test = s(f"seed{seed}/test_eval", lambda: test_eval(study, old, new, cands, seed))
     st = study.state["stages"]
     grid = {k: v for k, v in sw["seconds"].items() if k not in ("continue_ce", "validation_eval")}
@@ -285,7 +298,7 @@ def run_seed(study: Study, bases: dict[str, Any], seed: int) -> dict[str, Any]:
         "old": st[f"seed{seed}/task_old"]["seconds"],
         "new": st[f"seed{seed}/task_new"]["seconds"],
         "muscle": round(sum(grid.values()) + sw["seconds"].get("validation_eval", 0.0), 1),
-        "continue_ce": sw["seconds"].get("continue_ce"),
+        "continue_ce": sw["seconds"].get("continue_ce") or st[f"seed{seed}/control"]["seconds"],
         **alt["seconds"],
     }
     return {"selection": {k: sw[k] for k in ("status", "winner", "reason", "points")},
