@@ -129,25 +129,33 @@ def summarize(path: Path) -> dict[str, Any]:
 
 
 def means(seeds: dict[str, Any]) -> dict[str, Any]:
-    """Per method, the mean over seeds of accuracy, NFR and PFR vs old, the build seconds and
-    Δ%NFR vs new (of the means: 100 · (NFR − NFR_new) / NFR_new; null when NFR_new is 0)."""
+    """Per method, the mean over seeds of accuracy, NFR and PFR vs old, the build seconds, how
+    many seeds have it, and Δ%NFR vs new over *those* seeds (a MUSCLE with no setting past the
+    floor in a seed is absent there; comparing its mean with new's over all seeds would mix
+    seeds): 100 · (NFR − NFR_new) / NFR_new of the means; null when NFR_new is 0."""
     rows: dict[str, dict[str, list[float]]] = {}
     names = {"accuracy_new": "accuracy", "negative_flip_rate": "nfr", "positive_flip_rate": "pfr"}
     for res in seeds.values():
         old = rows.setdefault("old", {})
+        new_nfr = (res["methods"].get("new") or {}).get("negative_flip_rate") or {}
         for role, m in res["methods"].items():
             r = rows.setdefault(role, {})
             for key, short in names.items():
                 if m.get(key) and m[key]["value"] is not None:
                     r.setdefault(short, []).append(m[key]["value"])
+            if m.get("negative_flip_rate") and new_nfr.get("value") is not None:
+                r.setdefault("new_nfr_same_seeds", []).append(new_nfr["value"])
             if role == "new" and m["accuracy_old"]["value"] is not None:
                 old.setdefault("accuracy", []).append(m["accuracy_old"]["value"])
         for role, secs in res["build_seconds"].items():
             if secs is not None:
                 rows.setdefault(role, {}).setdefault("build_seconds", []).append(secs)
-    out = {role: {k: round(sum(v) / len(v), 4) for k, v in r.items()} for role, r in rows.items()}
-    base = out.get("new", {}).get("nfr")
+    out: dict[str, dict[str, Any]] = {}
+    for role, r in rows.items():
+        out[role] = {k: round(sum(v) / len(v), 4) for k, v in r.items()}
+        out[role]["seeds"] = len(r.get("accuracy", []))
     for role, r in out.items():
+        base = r.pop("new_nfr_same_seeds", None)
         if role not in ("old", "new") and "nfr" in r:
             r["nfr_change_vs_new_percent"] = (
                 round(100 * (r["nfr"] - base) / base, 1) if base else None

@@ -199,3 +199,25 @@ def test_prune_only_keeps_the_rest_and_needs_a_recipe(tiny_tied, tmp_path):
     )
     with pytest.raises(ValueError, match="rank"):
         compress_base(tiny_tied, tmp_path / "none", rank=None, prune=0.0)
+
+
+def test_means_compare_a_method_with_new_over_the_seeds_it_has():
+    from real_update_run import means
+
+    def m(nfr: float) -> dict:
+        return {
+            "accuracy_new": {"value": 0.5},
+            "accuracy_old": {"value": 0.6},
+            "negative_flip_rate": {"value": nfr},
+            "positive_flip_rate": {"value": 0.01},
+        }
+
+    # seed 1 has no MUSCLE (nothing passed the floor): new's 0.30 there is not its baseline
+    seeds = {
+        "0": {"methods": {"new": m(0.10), "muscle": m(0.08)}, "build_seconds": {"muscle": 5}},
+        "1": {"methods": {"new": m(0.30)}, "build_seconds": {}},
+    }
+    out = means(seeds)
+    assert out["new"]["nfr"] == 0.2 and out["new"]["seeds"] == 2
+    assert out["muscle"]["seeds"] == 1 and out["muscle"]["nfr_change_vs_new_percent"] == -20.0
+    assert out["muscle"]["build_seconds"] == 5 and out["old"]["accuracy"] == 0.6
