@@ -36,19 +36,6 @@ def test_local_mc_and_generation(tmp_path):
     assert load_local_jsonl(g) == ("generation", [GenExample("g1", "2+2=", "4")])
 
 
-def test_a_split_given_with_a_local_jsonl_is_not_silently_ignored(tmp_path, caplog):
-    from compatlm.config import TaskConfig
-
-    f = write_jsonl(tmp_path / "mc.jsonl", [MC_OK])
-    with caplog.at_level("WARNING", logger="compatlm.tasks.registry"):
-        resolve_task(TaskConfig(name="t", path=str(f), split="train"), "tasks[0]")
-    assert "tasks[0].split: 'train' is ignored" in caplog.text and str(f) in caplog.text
-    caplog.clear()
-    with caplog.at_level("WARNING", logger="compatlm.tasks.registry"):
-        resolve_task(TaskConfig(name="t", path=str(f)), "tasks[0]")
-    assert "split" not in caplog.text
-
-
 @pytest.mark.parametrize(
     ("row", "message"),
     [

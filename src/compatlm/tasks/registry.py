@@ -139,7 +139,6 @@ def check_task_config(cfg: TaskConfig, where: str = "task") -> dict[str, Any]:
         source = cfg.path or f"hf:{cfg.name}"  # rows are read at eval time, not now
     else:
         assert cfg.path is not None  # guaranteed by _source_kind
-        _split_ignored(cfg, where)
         kind, examples = load_local_jsonl(cfg.path, kind)
         source = cfg.path
     assert kind is not None
@@ -148,18 +147,6 @@ def check_task_config(cfg: TaskConfig, where: str = "task") -> dict[str, Any]:
     if not examples:
         out["n_examples"] = None  # unknown until the hub dataset is read
     return out
-
-
-def _split_ignored(cfg: TaskConfig, where: str) -> None:
-    """A local JSONL file is one split: a ``split`` given with it would silently do nothing."""
-    if cfg.split is not None:
-        log.warning(
-            "%s.split: %r is ignored: %s is a JSONL file, which holds one split (split applies"
-            " to hub datasets and dataset directories); remove it or name the split's file",
-            where,
-            cfg.split,
-            cfg.path,
-        )
 
 
 def resolve_task(cfg: TaskConfig, where: str = "task") -> ResolvedTask:
@@ -171,7 +158,6 @@ def resolve_task(cfg: TaskConfig, where: str = "task") -> ResolvedTask:
         kind = spec.kind
     else:
         assert cfg.path is not None  # guaranteed by _source_kind
-        _split_ignored(cfg, where)
         kind, examples = load_local_jsonl(cfg.path, kind)
         source = cfg.path
     if not examples:
