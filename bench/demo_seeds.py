@@ -35,7 +35,7 @@ def main() -> None:
     ap.add_argument("--cold", action="store_true", help="build the family in an empty cache")
     ap.add_argument("--out", default=None, help="demo output dir (default: a temp dir)")
     ap.add_argument("--name", default="demo_seeds", help="result file name in bench/results")
-    ap.add_argument("--family", default="default", choices=("default", "continued"))
+    ap.add_argument("--family", default="default", choices=("default", "continued", "legacy"))
     ap.add_argument("overrides", nargs="*", help="demo config overrides (key=value)")
     args = ap.parse_args()
 
