@@ -399,13 +399,27 @@ def default_out(name: str, quick: bool) -> Path:
     return RESULTS_DIR / f"{name}.json"
 
 
+def portable(value: Any) -> Any:
+    """``value`` with this machine's paths made portable in every string: the repository
+    prefix dropped (paths relative to the checkout) and the home directory written ``~``.
+    Committed results must not name one machine's directories."""
+    if isinstance(value, dict):
+        return {k: portable(v) for k, v in value.items()}
+    if isinstance(value, list):
+        return [portable(v) for v in value]
+    if isinstance(value, str):
+        return value.replace(f"{REPO}/", "").replace(f"{Path.home()}/", "~/")
+    return value
+
+
 def write_result(path: Path, doc: dict[str, Any], machine: dict[str, Any]) -> Path:
-    """Add the machine facts (with the load average after the run) and write ``path``."""
+    """Add the machine facts (with the load average after the run) and write ``path``, its
+    paths made portable (:func:`portable`)."""
     from compatlm.io import atomic_write_json
 
     machine = machine | {"load_average_after": list(os.getloadavg())}
     path.parent.mkdir(parents=True, exist_ok=True)
-    return atomic_write_json(path, {**doc, "machine": machine})
+    return atomic_write_json(path, portable({**doc, "machine": machine}))
 
 
 def last_json_line(stdout: str) -> dict[str, Any]:

@@ -221,3 +221,11 @@ def test_means_compare_a_method_with_new_over_the_seeds_it_has():
     assert out["new"]["nfr"] == 0.2 and out["new"]["seeds"] == 2
     assert out["muscle"]["seeds"] == 1 and out["muscle"]["nfr_change_vs_new_percent"] == -20.0
     assert out["muscle"]["build_seconds"] == 5 and out["old"]["accuracy"] == 0.6
+
+
+def test_committed_results_name_no_machine_paths():
+    from common import REPO, portable
+
+    home = str(Path.home())
+    doc = {"a": [f"{REPO}/runs/x", {"b": f"{home}/.cache/c+{REPO}/runs/y"}], "n": 3, "s": "pkg:x"}
+    assert portable(doc) == {"a": ["runs/x", {"b": "~/.cache/c+runs/y"}], "n": 3, "s": "pkg:x"}
