@@ -114,9 +114,11 @@ def zero_shot(study: Study, bases: dict[str, Any]) -> dict[str, Any]:
     return summarize(out / "metrics.json")
 
 
-def train_task(study: Study, base: str, seed: int, name: str, train_task_cfg: dict) -> str:
-    cfg = {
-        "base": base,
+def training(study: Study) -> dict[str, Any]:
+    """What every training run of the study shares: the training file, the held-out fraction,
+    loss on the answer only, the sequence bound and the runtime (task and compatibility
+    adapters must see the same data the same way)."""
+    return {
         "task": {
             "name": TASK,
             "kind": "multiple_choice",
@@ -124,10 +126,17 @@ def train_task(study: Study, base: str, seed: int, name: str, train_task_cfg: di
         },
         "val_fraction": 0.1,
         "mask_prompt": True,
-        "lora": {"r": 8, "alpha": 16.0, "target_modules": TARGETS},
-        "optim": train_task_cfg | {"seed": seed},
         "data": {"max_length": study.a.max_tokens + 16},
         "runtime": {"device": "cpu", "dtype": "float32", "progress": False},
+    }
+
+
+def train_task(study: Study, base: str, seed: int, name: str, train_task_cfg: dict) -> str:
+    cfg = {
+        "base": base,
+        **training(study),
+        "lora": {"r": 8, "alpha": 16.0, "target_modules": TARGETS},
+        "optim": train_task_cfg | {"seed": seed},
     }
     out = study.work / f"seed{seed}" / "adapters" / name
     study.run(["train", "task", str(study.yaml(f"seed{seed}_task_{name}", cfg))], out)
@@ -148,19 +157,11 @@ def compat_cfg(study: Study, old: str, new: str, seed: int) -> dict[str, Any]:
     return {
         "old": old,
         "new": new,
-        "task": {
-            "name": TASK,
-            "kind": "multiple_choice",
-            "path": str(study.work / "task" / "train.jsonl"),
-        },
-        "val_fraction": 0.1,
-        "mask_prompt": True,
+        **training(study),
         "mask": "student_wrong",
         "temperature": 2.0,
         "kd_weight": 1.0,
         "optim": optim(study) | {"seed": seed},
-        "data": {"max_length": study.a.max_tokens + 16},
-        "runtime": {"device": "cpu", "dtype": "float32", "progress": False},
     }
 
 
