@@ -87,3 +87,30 @@ def save_lora(base_dir: Path, path: Path, *, seed: int = 0, r: int = 4, targets=
                 p.copy_(torch.randn(p.shape, generator=gen) * 0.3)
     model.save_pretrained(path)
     return path
+
+
+def prediction_line(i: int, role: str, parsed: int, **over) -> dict:
+    """A schema-1 multiple-choice prediction line of example ``ex{i}`` (target 0; ``parsed`` is
+    the chosen answer), with ``over`` replacing fields: the rows compare tests are built from."""
+    row = {
+        "schema_version": 1,
+        "task": "demo_mc",
+        "kind": "multiple_choice",
+        "role": role,
+        "model": f"{role}-base+{role}-adapter",
+        "example_id": f"ex{i}",
+        "example_hash": f"e{i}",
+        "prompt_hash": f"p{i}",
+        "target": 0,
+        "output": f"choice {parsed}",
+        "parsed": parsed,
+        "correct": parsed == 0,
+        "score": 0.6 if parsed == 0 else 0.3,
+        "margin": 1.0,
+        "loglikelihoods": None,
+        "choice_lengths": None,
+        "metric": "acc",
+        "slice": "a" if i < 5 else "b",
+    }
+    row.update(over)
+    return row

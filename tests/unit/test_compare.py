@@ -13,36 +13,12 @@ from compatlm.eval.compare import compare_sets
 from compatlm.eval.compare_io import compare_files, compare_run
 from compatlm.eval.records import load_predictions
 from compatlm.report import render_report
+from helpers import prediction_line as line
 
 # Same 10-instance case as test_metrics: old right on 0-6, new right on 0,1,2,3,7; target 0.
 OLD_PARSED = [0, 0, 0, 0, 0, 0, 0, 1, 2, 3]
 NEW_PARSED = [0, 0, 0, 0, 1, 2, 1, 0, 2, 1]
 CFG = CompareConfig(bootstrap=0)
-
-
-def line(i: int, role: str, parsed: int, **over) -> dict:
-    row = {
-        "schema_version": 1,
-        "task": "demo_mc",
-        "kind": "multiple_choice",
-        "role": role,
-        "model": f"{role}-base+{role}-adapter",
-        "example_id": f"ex{i}",
-        "example_hash": f"e{i}",
-        "prompt_hash": f"p{i}",
-        "target": 0,
-        "output": f"choice {parsed}",
-        "parsed": parsed,
-        "correct": parsed == 0,
-        "score": 0.6 if parsed == 0 else 0.3,
-        "margin": 1.0,
-        "loglikelihoods": None,
-        "choice_lengths": None,
-        "metric": "acc",
-        "slice": "a" if i < 5 else "b",
-    }
-    row.update(over)
-    return row
 
 
 def write(path: Path, rows: list) -> Path:

@@ -12,30 +12,11 @@ from compatlm.config import CompareConfig
 from compatlm.errors import CompatlmError
 from compatlm.eval.compare import compare_sets
 from compatlm.eval.records import load_predictions
+from helpers import prediction_line
 
 CFG = CompareConfig(bootstrap=0)
 OLD_PARSED = [0, 0, 0, 0, 0, 0, 0, 1, 2, 3]  # old right on 0-6
 NEW_PARSED = [0, 0, 0, 0, 1, 2, 1, 0, 2, 1]  # new right on 0-3 and 7: 3 negative flips
-
-
-def _row(i: int, role: str, parsed: int, over: dict) -> dict:
-    row = {
-        "schema_version": 1,
-        "task": "demo_mc",
-        "kind": "multiple_choice",
-        "role": role,
-        "model": f"{role}-base",
-        "example_id": f"ex{i}",
-        "example_hash": f"e{i}",
-        "prompt_hash": f"p{i}",
-        "target": 0,
-        "output": f"choice {parsed}",
-        "parsed": parsed,
-        "correct": parsed == 0,
-        "score": 0.6 if parsed == 0 else 0.3,
-        "metric": "acc",
-    }
-    return row | over.get(i, {})
 
 
 def pair_files(tmp_path: Path, new_over: dict | None = None) -> tuple[Path, Path]:
@@ -43,7 +24,7 @@ def pair_files(tmp_path: Path, new_over: dict | None = None) -> tuple[Path, Path
     for role, parsed, over in (("old", OLD_PARSED, {}), ("new", NEW_PARSED, new_over or {})):
         path = tmp_path / f"{role}.jsonl"
         path.parent.mkdir(parents=True, exist_ok=True)
-        rows = [_row(i, role, p, over) for i, p in enumerate(parsed)]
+        rows = [prediction_line(i, role, p, **over.get(i, {})) for i, p in enumerate(parsed)]
         path.write_text("".join(json.dumps(r) + "\n" for r in rows))
         paths.append(path)
     return paths[0], paths[1]
