@@ -62,8 +62,6 @@ class EvalRun:
     done: Done
     bar: Any = None
     env: dict[str, Any] = field(default_factory=dict)
-    fingerprints: dict[str, str] = field(default_factory=dict)  # role -> tokenizer
-    warnings: list[str] = field(default_factory=list)
 
 
 def _chunks(items: Sequence[Any], size: int) -> Iterator[Sequence[Any]]:
@@ -270,8 +268,8 @@ def _evaluate(
     run.env = env_info(seed=rt.seed, device=rt.device, dtype=rt.dtype, batch_size=rt.batch_size)
     run.env["tasks"] = [t.describe() for t in tasks]
     # Known before any model loads, so an interrupted run's env.json already says it.
-    run.fingerprints = run.env["tokenizers"] = tokenizers.fingerprints
-    run.warnings = run.env["warnings"] = list(tokenizers.warnings)
+    run.env["tokenizers"] = tokenizers.fingerprints
+    run.env["warnings"] = list(tokenizers.warnings)
     atomic_write_json(layout.env, run.env)
     # The inputs themselves (prompt, choices), so the report can show them beside each flip.
     write_examples(run.out, tasks, run.hashes)
