@@ -39,8 +39,9 @@ def make_tokenizer(vocab_size: int = 320):
     )
 
 
-def make_llama(tokenizer, *, hidden: int = 32, layers: int = 2, seed: int = 0):
-    """An untied Llama (tied lm_head + LoRA breaks merging) with random weights."""
+def make_llama(tokenizer, *, hidden: int = 32, layers: int = 2, seed: int = 0, tied: bool = False):
+    """A Llama with random weights, untied unless ``tied`` (a tied lm_head + LoRA breaks
+    merging; tied bases are built only to test that compatlm handles them, as SmolLM2 is)."""
     from transformers import LlamaConfig, LlamaForCausalLM
 
     cfg = LlamaConfig(
@@ -51,7 +52,7 @@ def make_llama(tokenizer, *, hidden: int = 32, layers: int = 2, seed: int = 0):
         num_attention_heads=4,
         num_key_value_heads=2,
         max_position_embeddings=256,
-        tie_word_embeddings=False,
+        tie_word_embeddings=tied,
         bos_token_id=tokenizer.bos_token_id,
         eos_token_id=tokenizer.eos_token_id,
         pad_token_id=tokenizer.pad_token_id,

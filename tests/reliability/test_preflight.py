@@ -22,7 +22,7 @@ from contract import refused
 
 from compatlm.errors import CompatlmError
 from compatlm.spec import ModelSpec
-from helpers import save_lora
+from helpers import make_llama, save_lora
 
 CORPUS = Path(__file__).parent / "corpus"
 TASK = CORPUS / "tasks" / "good_mc.jsonl"
@@ -205,23 +205,8 @@ def test_what_looks_like_a_path(tmp_path, monkeypatch):
 @pytest.fixture(scope="module")
 def tied(tiny_tokenizer, tmp_path_factory) -> dict[str, Path]:
     """A base whose lm_head shares the input embedding matrix, and a LoRA on that lm_head."""
-    from transformers import LlamaConfig, LlamaForCausalLM
-
     root = tmp_path_factory.mktemp("tied")
-    cfg = LlamaConfig(
-        vocab_size=len(tiny_tokenizer),
-        hidden_size=32,
-        intermediate_size=64,
-        num_hidden_layers=1,
-        num_attention_heads=4,
-        num_key_value_heads=2,
-        max_position_embeddings=256,
-        tie_word_embeddings=True,
-        bos_token_id=tiny_tokenizer.bos_token_id,
-        eos_token_id=tiny_tokenizer.eos_token_id,
-        pad_token_id=tiny_tokenizer.pad_token_id,
-    )
-    model = LlamaForCausalLM(cfg)
+    model = make_llama(tiny_tokenizer, layers=1, tied=True)
     assert model.lm_head.weight is model.model.embed_tokens.weight
     model.save_pretrained(root / "base")
     tiny_tokenizer.save_pretrained(root / "base")

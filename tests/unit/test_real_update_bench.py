@@ -16,7 +16,7 @@ from pathlib import Path
 import pytest
 import torch
 
-from helpers import make_tokenizer
+from helpers import make_llama, make_tokenizer
 
 sys.path.insert(0, str(Path(__file__).resolve().parents[2] / "bench"))
 
@@ -112,24 +112,9 @@ def test_too_few_questions_is_refused(docs):
 
 @pytest.fixture(scope="module")
 def tiny_tied(tmp_path_factory) -> Path:
-    from transformers import LlamaConfig, LlamaForCausalLM
-
     tok = make_tokenizer()
-    cfg = LlamaConfig(
-        vocab_size=len(tok),
-        hidden_size=32,
-        intermediate_size=64,
-        num_hidden_layers=2,
-        num_attention_heads=4,
-        num_key_value_heads=2,
-        tie_word_embeddings=True,  # as SmolLM2
-        bos_token_id=tok.bos_token_id,
-        eos_token_id=tok.eos_token_id,
-        pad_token_id=tok.pad_token_id,
-    )
-    torch.manual_seed(0)
     path = tmp_path_factory.mktemp("tied")
-    LlamaForCausalLM(cfg).save_pretrained(path, safe_serialization=True)
+    make_llama(tok, tied=True).save_pretrained(path, safe_serialization=True)  # as SmolLM2
     tok.save_pretrained(path)
     return path
 
