@@ -152,3 +152,26 @@ def test_similarity_task_gets_s_and_snfr_columns_header_and_diagnostics(tmp_path
     assert (tmp_path / "plots" / "nfr_vs_accuracy.png").stat().st_size > 1000
     page = (tmp_path / "report.html").read_text()
     assert page.count('src="data:image/png;base64,') == 1 and "<script" not in page
+
+
+def test_p_vs_new_is_a_test_over_seeds_never_a_mean_of_per_seed_p_values(tmp_path):
+    new, cand = (0.10, 0.12, 0.11), (0.05, 0.08, 0.06)
+    runs = {s: _seed(tmp_path, s, new[s], cand[s], 1.0) for s in range(3)}
+    write_summary(tmp_path, runs, ["t"])
+    p = json.loads((tmp_path / "summary.json").read_text())["tasks"]["t"]["cand"]["p_vs_new"]
+    # paired differences -0.05, -0.04, -0.05: t = -14 on 2 df, whose two-sided p has the
+    # closed form 1 - |t| / sqrt(2 + t^2)
+    assert p["test"] == "paired_t_over_seeds" and p["n_seeds"] == 3
+    assert p["value"] == pytest.approx(1 - 14 / math.sqrt(2 + 14**2), rel=1e-6)
+    assert p["per_seed"] == [0.5, 0.5, 0.5]  # kept, not averaged into the p-value
+
+
+def test_p_vs_new_with_one_seed_is_mcnemar_and_undefined_without_spread(tmp_path):
+    write_summary(tmp_path, {0: _seed(tmp_path, 0, 0.10, 0.05, 1.0)}, ["t"])
+    p = json.loads((tmp_path / "summary.json").read_text())["tasks"]["t"]["cand"]["p_vs_new"]
+    assert (p["test"], p["value"]) == ("mcnemar_exact", 0.5)
+    other = tmp_path / "same"
+    runs = {s: _seed(other, s, 0.10 + s / 100, 0.05 + s / 100, 1.0) for s in range(2)}
+    write_summary(other, runs, ["t"])
+    p = json.loads((other / "summary.json").read_text())["tasks"]["t"]["cand"]["p_vs_new"]
+    assert p["value"] is None and "same in every seed" in p["reason"]

@@ -36,6 +36,50 @@ def test_local_mc_and_generation(tmp_path):
     assert load_local_jsonl(g) == ("generation", [GenExample("g1", "2+2=", "4")])
 
 
+def test_a_split_given_with_a_local_jsonl_is_not_silently_ignored(tmp_path, caplog):
+    f = write_jsonl(tmp_path / "mc.jsonl", [MC_OK])
+    for check in (resolve_task, check_task_config):
+        caplog.clear()
+        with caplog.at_level("WARNING", logger="compatlm.tasks.registry"):
+            check(TaskConfig(name="t", path=str(f), split="validation"), "tasks[0]")
+        assert "tasks[0].split: 'validation' selects nothing" in caplog.text
+        assert str(f) in caplog.text
+
+
+@pytest.mark.parametrize(
+    ("name", "split"),
+    [("mc.jsonl", None), ("validation.jsonl", "validation"), ("data/test-0000.jsonl", "test")],
+)
+def test_no_split_warning_when_none_is_given_or_the_file_is_that_split(
+    tmp_path, caplog, name, split
+):
+    (tmp_path / name).parent.mkdir(parents=True, exist_ok=True)
+    f = write_jsonl(tmp_path / name, [MC_OK])
+    with caplog.at_level("WARNING", logger="compatlm.tasks.registry"):
+        task = resolve_task(TaskConfig(name="t", path=str(f), split=split), "tasks[0]")
+    assert "split" not in caplog.text
+    assert task.split == (split or "test")
+
+
+def test_split_in_path_matches_whole_words_only():
+    from compatlm.tasks.registry import split_in_path
+
+    assert split_in_path("d/validation.jsonl", "validation")
+    assert split_in_path("d/test/part.jsonl", "test")
+    assert not split_in_path("d/contest.jsonl", "test")
+    assert not split_in_path("d/testing.jsonl", "test")
+
+
+def test_training_reads_a_local_file_whole_without_a_split_warning(tmp_path, caplog):
+    from compatlm.train.data import load_task
+
+    f = write_jsonl(tmp_path / "mine.jsonl", [MC_OK])
+    with caplog.at_level("WARNING", logger="compatlm.tasks.registry"):
+        task = load_task(TaskConfig(name="t", path=str(f)))
+    assert "split" not in caplog.text
+    assert task.split == "train" and len(task.examples) == 1
+
+
 @pytest.mark.parametrize(
     ("row", "message"),
     [

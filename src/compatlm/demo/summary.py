@@ -3,8 +3,8 @@
 Reads only files (each seed's ``eval/metrics.json`` and ``eval/env.json``, the steps'
 ``done.json``, the demo's ``family.json``), so it re-runs offline. Per task and role (the
 vanilla ``new`` update and every candidate, all compared with ``old``): accuracy, negative and
-positive flip rates, ΔNFR and Δ%NFR against the vanilla update, the McNemar p of candidate vs
-vanilla; for similarity-scored generation (ROUGE-1) the mean score S, sNFR/sPFR and m_g/m_r
+positive flip rates, ΔNFR and Δ%NFR against the vanilla update, the p-value of candidate vs
+vanilla (exact McNemar with one seed, a paired t-test over seeds with several); for similarity-scored generation (ROUGE-1) the mean score S, sNFR/sPFR and m_g/m_r
 instead, since "correct" there is only a pass threshold (:mod:`compatlm.report.primary`). The
 share of loss tokens each compat candidate sent to teacher_old comes from the seeds'
 ``metrics.json`` diagnostics. Seeds are summarised by their mean and a 95% t-interval (null
@@ -99,6 +99,40 @@ def mean_ci(values: list[float | None]) -> dict[str, Any]:
     return {"mean": mean, "ci": [mean - half, mean + half], "n": len(vals), "reason": None}
 
 
+def _no_p(reason: str) -> dict[str, Any]:
+    return {"value": None, "test": None, "n_seeds": 0, "per_seed": [], "reason": reason}
+
+
+def p_vs_new(pairs: list[tuple[dict[str, Any], dict[str, Any]]]) -> dict[str, Any]:
+    """The p-value of a candidate against new, from (candidate row, new row) per seed.
+
+    One seed: that seed's exact McNemar test over instances. Several: seeds are the level, so a
+    paired t-test over seeds of the candidate's NFR against new's — a mean of per-seed p-values
+    is not a p-value of anything. Per-seed McNemar p-values are kept beside it."""
+    per_seed = [cand.get("p_vs_new") for cand, _ in pairs]
+    if not pairs:
+        return _no_p("no seed has both the candidate and new")
+    if len(pairs) == 1:
+        p = per_seed[0]
+        doc = _no_p("McNemar p undefined (no discordant instance)") if p is None else {}
+        return doc or {"value": p, "test": "mcnemar_exact", "n_seeds": 1, "per_seed": per_seed,
+                       "reason": None}  # fmt: skip
+    diffs = [
+        (primary(c, "nfr"), primary(n, "nfr"))
+        for c, n in pairs
+        if primary(c, "nfr") is not None and primary(n, "nfr") is not None
+    ]
+    base = {"test": "paired_t_over_seeds", "n_seeds": len(diffs), "per_seed": per_seed}
+    if len(diffs) < 2:
+        return base | {"value": None, "reason": "fewer than 2 seeds with an NFR for both"}
+    if len({round(c - n, 12) for c, n in diffs}) == 1:  # t undefined without spread
+        return base | {"value": None, "reason": "the NFR change is the same in every seed"}
+    from scipy.stats import ttest_rel
+
+    p = float(ttest_rel([c for c, _ in diffs], [n for _, n in diffs]).pvalue)
+    return base | {"value": p, "reason": None}
+
+
 def aggregate(per_seed: dict[int, dict[tuple[str, str], dict[str, Any]]], tasks: list[str]) -> dict:
     roles = sorted({role for rows in per_seed.values() for (_, role) in rows}, key=_role_order)
     table: dict[str, dict[str, Any]] = {}
@@ -117,8 +151,14 @@ def aggregate(per_seed: dict[int, dict[tuple[str, str], dict[str, Any]]], tasks:
                 if (task, role) in rows and (task, "new") in rows
             ]
             paired[role] = ([primary(r, "nfr") for r in news], [r.get("acc") for r in news])
-            keys = [s for s, _ in FIELDS + SIM_FIELDS] + ["p_vs_new", "seconds", "old_share"]
+            keys = [s for s, _ in FIELDS + SIM_FIELDS] + ["seconds", "old_share"]
             entry = {k: mean_ci([s.get(k) for s in seeds]) for k in keys}
+            pairs = [
+                (rows[(task, role)], rows[(task, "new")])
+                for rows in per_seed.values()
+                if (task, role) in rows and (task, "new") in rows
+            ]
+            entry["p_vs_new"] = p_vs_new(pairs) if role != "new" else _no_p("new itself")
             entry["primary_nfr"] = mean_ci([primary(s, "nfr") for s in seeds])
             entry["primary_pfr"] = mean_ci([primary(s, "pfr") for s in seeds])
             for k in ("kind", "metric", "tolerance", "objective"):

@@ -11,7 +11,6 @@ built, so a missing split or one without labels fails in seconds, not after trai
 
 from __future__ import annotations
 
-import re
 from pathlib import Path
 
 from compatlm.config import TaskConfig
@@ -19,6 +18,7 @@ from compatlm.errors import CompatlmError
 from compatlm.io import read_jsonl
 from compatlm.methods.sweep_config import SweepConfig
 from compatlm.tasks.base import get_task_spec
+from compatlm.tasks.registry import reads_splits, split_in_path
 
 SPLIT_TOKEN = "{split}"
 DATA_SUFFIXES = (".jsonl", ".json", ".parquet")
@@ -26,8 +26,7 @@ DATA_SUFFIXES = (".jsonl", ".json", ".parquet")
 
 def _is_compatlm_jsonl(task: TaskConfig) -> bool:
     """A local task in compatlm's own JSONL format (not a hub schema read by a loader)."""
-    spec = get_task_spec(task.name)
-    return spec is None or spec.loader is None
+    return not reads_splits(task)
 
 
 def _split_files(directory: Path, split: str) -> list[Path]:
@@ -35,8 +34,7 @@ def _split_files(directory: Path, split: str) -> list[Path]:
     ``validation/part.jsonl``). Unlike the task loaders there is no one-file fallback: a
     directory holding only ``test.jsonl`` must not be read as the validation split."""
     files = sorted(p for p in directory.rglob("*") if p.is_file() and p.suffix in DATA_SUFFIXES)
-    pattern = re.compile(rf"(^|[/_-]){re.escape(split)}([/_.-]|$)")
-    return [p for p in files if pattern.search(p.relative_to(directory).as_posix())]
+    return [p for p in files if split_in_path(p.relative_to(directory).as_posix(), split)]
 
 
 def split_task(task: TaskConfig, split: str, field: str) -> TaskConfig:

@@ -4,7 +4,7 @@
 It opens with the header every report has (:func:`compatlm.report.html.header_html`): the gate
 banner, one verdict sentence per task, what was compared, the decision metric per task, code
 version and date. Then the tables in the paper's Tables 4–6 shape — classification tasks with
-accuracy, NFR, ΔNFR, Δ%NFR, PFR and McNemar p vs new; similarity tasks with S, sNFR, sPFR and
+accuracy, NFR, ΔNFR, Δ%NFR, PFR and p vs new; similarity tasks with S, sNFR, sPFR and
 m_g/m_r and no accuracy or p (:mod:`compatlm.report.primary`) — the share of loss tokens each
 compat candidate sent to teacher_old, and the NFR-vs-accuracy plot per task. Numbers are
 formatted as in the seed reports (rates in percent with two decimals, S with three), so the
@@ -80,7 +80,7 @@ def table_rows(summary: dict[str, Any], esc: Callable[[str], str] = _same) -> li
         for role, e in entry.items():
             if e.get("similarity"):
                 continue
-            p = e["p_vs_new"]["mean"]
+            p = e["p_vs_new"]["value"]
             vanilla = role == "new"
             rows.append(
                 [
@@ -255,7 +255,8 @@ INTRO = (
     "All rates in percent, mean ± 95% t-interval half-width over seeds; every model is compared"
     " with old on the task's test split. ΔNFR and Δ%NFR are relative to the vanilla update"
     " (new) in the same seeds (a candidate missing from a seed is compared over the seeds it"
-    " has); p is McNemar's exact test of the model vs new. Cost = seconds to train or build"
+    " has); p compares the model with new: McNemar's exact test over instances with one seed,"
+    " a paired t-test of NFR over seeds with several (never a mean of per-seed p-values). Cost = seconds to train or build"
     " the model's adapter (for new: its task adapter), from done.json."
 )
 

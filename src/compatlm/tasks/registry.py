@@ -12,6 +12,8 @@ from __future__ import annotations
 
 import dataclasses
 import logging
+import re
+from pathlib import Path
 from typing import Any
 
 from compatlm.config import TaskConfig
@@ -129,7 +131,6 @@ def _source_kind(cfg: TaskConfig, where: str) -> tuple[TaskSpec | None, Kind | N
 def check_task_config(cfg: TaskConfig, where: str = "task") -> dict[str, Any]:
     """Validate a task without downloading anything (names, metric, extraction, paths, and the
     whole file for local compatlm-JSONL tasks); returns its effective settings."""
-    from pathlib import Path
 
     spec, kind = _source_kind(cfg, where)
     if cfg.path is not None and not Path(cfg.path).expanduser().exists():
@@ -139,6 +140,7 @@ def check_task_config(cfg: TaskConfig, where: str = "task") -> dict[str, Any]:
         source = cfg.path or f"hf:{cfg.name}"  # rows are read at eval time, not now
     else:
         assert cfg.path is not None  # guaranteed by _source_kind
+        _warn_split_ignored(cfg, where)
         kind, examples = load_local_jsonl(cfg.path, kind)
         source = cfg.path
     assert kind is not None
@@ -147,6 +149,35 @@ def check_task_config(cfg: TaskConfig, where: str = "task") -> dict[str, Any]:
     if not examples:
         out["n_examples"] = None  # unknown until the hub dataset is read
     return out
+
+
+def reads_splits(cfg: TaskConfig) -> bool:
+    """True when ``cfg.split`` chooses rows (a built-in task read through its loader); a local
+    JSONL file is one split, whatever ``split`` says."""
+    spec = get_task_spec(cfg.name)
+    return spec is not None and spec.loader is not None
+
+
+def _warn_split_ignored(cfg: TaskConfig, where: str) -> None:
+    """A ``split`` given with a local JSONL file selects nothing; say so unless the file is
+    visibly that split's (``.../validation.jsonl``, ``data/test-0000.jsonl``), as the sweep's
+    per-split files are."""
+    assert cfg.path is not None
+    if cfg.split is None or split_in_path(Path(cfg.path).as_posix(), cfg.split):
+        return
+    log.warning(
+        "%s.split: %r selects nothing: %s is one JSONL file, read whole (split applies to"
+        " built-in hub tasks); remove it, or give the split's own file",
+        where,
+        cfg.split,
+        cfg.path,
+    )
+
+
+def split_in_path(path: str, split: str) -> bool:
+    """Whether a path names ``split`` as a word of its own (``validation.jsonl``,
+    ``data/test-0000-of-0001.parquet``; not ``contest.jsonl`` for ``test``)."""
+    return re.search(rf"(^|[/_-]){re.escape(split)}([/_.-]|$)", path) is not None
 
 
 def resolve_task(cfg: TaskConfig, where: str = "task") -> ResolvedTask:
@@ -158,6 +189,7 @@ def resolve_task(cfg: TaskConfig, where: str = "task") -> ResolvedTask:
         kind = spec.kind
     else:
         assert cfg.path is not None  # guaranteed by _source_kind
+        _warn_split_ignored(cfg, where)
         kind, examples = load_local_jsonl(cfg.path, kind)
         source = cfg.path
     if not examples:

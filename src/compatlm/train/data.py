@@ -19,7 +19,7 @@ from __future__ import annotations
 
 import logging
 from collections.abc import Iterator, Sequence
-from dataclasses import dataclass
+from dataclasses import dataclass, replace
 from typing import TYPE_CHECKING
 
 import torch
@@ -29,6 +29,7 @@ from compatlm import prompts
 from compatlm.config import TaskConfig
 from compatlm.errors import CompatlmError
 from compatlm.tasks import Example, GenExample, MCExample, ResolvedTask, resolve_task
+from compatlm.tasks.registry import reads_splits
 from compatlm.train.config import DataSettings
 
 if TYPE_CHECKING:
@@ -62,10 +63,14 @@ class Features:
 
 def load_task(cfg: TaskConfig, where: str = "task") -> ResolvedTask:
     """The training examples, loaded exactly as evaluation loads a task, from the ``train``
-    split unless another split is named (never a task's default test split by accident)."""
-    if cfg.split is None:
-        cfg = cfg.model_copy(update={"split": "train"})
-    return resolve_task(cfg, where)
+    split unless another split is named (never a task's default test split by accident). A
+    local JSONL file is read whole: the split is not asked of the loader (it would warn that a
+    file has no splits), only recorded as what the rows are used for."""
+    if cfg.split is not None:
+        return resolve_task(cfg, where)
+    if reads_splits(cfg):
+        return resolve_task(cfg.model_copy(update={"split": "train"}), where)
+    return replace(resolve_task(cfg, where), split="train")
 
 
 # --------------------------------------------------------------------------- tokenising
