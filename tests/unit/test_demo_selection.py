@@ -264,3 +264,25 @@ def test_test_look_holds_the_winner_as_muscle_and_never_the_other_points(seed_fl
     # old_correct has fewer flips but 148/200 < the floor 149/200
     assert sel_a["winner"]["role"] == "muscle.mask__student_wrong"
     assert result.selections["a"] == sel_a
+
+
+def test_compat_mask_prompt_is_a_budget_knob_so_each_value_gets_its_own_control():
+    from compatlm.demo.selection import budget_of, budgets, control_role, grid_points, point_config
+
+    cfg = DemoConfig(
+        select={
+            "grid": {"mask": ["student_wrong", "old_correct"], "compat_mask_prompt": [True, False]}
+        }
+    )
+    points = check_grid(cfg, compat_settings)
+    assert len(points) == 4
+    assert budgets(grid_points(cfg.select)) == [
+        {"compat_mask_prompt": True},
+        {"compat_mask_prompt": False},
+    ]
+    for knobs in points:
+        control = point_config(cfg, budget_of(knobs))  # what continue_ce is trained with
+        muscle = point_config(cfg, knobs)
+        assert compat_settings(control)["mask_prompt"] == compat_settings(muscle)["mask_prompt"]
+        assert compat_settings(muscle)["mask_prompt"] is knobs["compat_mask_prompt"]
+    assert control_role({"compat_mask_prompt": False}) == "continue_ce.compat_mask_prompt_false"

@@ -48,9 +48,11 @@ KNOBS = {
     "t_squared": "",
     "compat_epochs": "training",
     "compat_lr": "training",
+    "compat_mask_prompt": "training",
 }
-# Knobs that change the training budget: the continue_ce control must match them.
-BUDGET_KNOBS = ("compat_epochs", "compat_lr")
+# Knobs that change the training budget (steps, lr schedule, or which tokens carry a loss): the
+# continue_ce control must match them.
+BUDGET_KNOBS = ("compat_epochs", "compat_lr", "compat_mask_prompt")
 GridValue = float | int | str | bool
 
 
