@@ -4,8 +4,8 @@ Reads only files (each seed's ``eval/metrics.json`` and ``eval/env.json``, the s
 ``done.json``, the demo's ``family.json``), so it re-runs offline. Per task and role (the
 vanilla ``new`` update and every candidate, all compared with ``old``): accuracy, negative and
 positive flip rates, ΔNFR and Δ%NFR against the vanilla update, the p-value of candidate vs
-vanilla (exact McNemar with one seed, a paired t-test over seeds with several); for similarity-scored generation (ROUGE-1) the mean score S, sNFR/sPFR and m_g/m_r
-instead, since "correct" there is only a pass threshold (:mod:`compatlm.report.primary`). The
+vanilla (exact McNemar with one seed, a paired t-test over seeds with several); for
+similarity-scored generation (ROUGE-1) the mean score S, sNFR/sPFR and m_g/m_r instead, since "correct" there is only a pass threshold (:mod:`compatlm.report.primary`). The
 share of loss tokens each compat candidate sent to teacher_old comes from the seeds'
 ``metrics.json`` diagnostics. Seeds are summarised by their mean and a 95% t-interval (null
 with a reason for a single seed). The page itself is rendered by :mod:`compatlm.report.demo`.
@@ -113,10 +113,10 @@ def p_vs_new(pairs: list[tuple[dict[str, Any], dict[str, Any]]]) -> dict[str, An
     if not pairs:
         return _no_p("no seed has both the candidate and new")
     if len(pairs) == 1:
-        p = per_seed[0]
-        doc = _no_p("McNemar p undefined (no discordant instance)") if p is None else {}
-        return doc or {"value": p, "test": "mcnemar_exact", "n_seeds": 1, "per_seed": per_seed,
-                       "reason": None}  # fmt: skip
+        if per_seed[0] is None:
+            return _no_p("McNemar p undefined (no discordant instance)")
+        return {"value": per_seed[0], "test": "mcnemar_exact", "n_seeds": 1,
+                "per_seed": per_seed, "reason": None}  # fmt: skip
     diffs = [
         (primary(c, "nfr"), primary(n, "nfr"))
         for c, n in pairs

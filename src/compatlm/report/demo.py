@@ -256,8 +256,9 @@ INTRO = (
     " with old on the task's test split. ΔNFR and Δ%NFR are relative to the vanilla update"
     " (new) in the same seeds (a candidate missing from a seed is compared over the seeds it"
     " has); p compares the model with new: McNemar's exact test over instances with one seed,"
-    " a paired t-test of NFR over seeds with several (never a mean of per-seed p-values). Cost = seconds to train or build"
-    " the model's adapter (for new: its task adapter), from done.json."
+    " a paired t-test of NFR over seeds with several (never a mean of per-seed p-values)."
+    " Cost = seconds to train or build the model's adapter (for new: its task adapter), from"
+    " done.json."
 )
 
 

@@ -131,7 +131,6 @@ def _source_kind(cfg: TaskConfig, where: str) -> tuple[TaskSpec | None, Kind | N
 def check_task_config(cfg: TaskConfig, where: str = "task") -> dict[str, Any]:
     """Validate a task without downloading anything (names, metric, extraction, paths, and the
     whole file for local compatlm-JSONL tasks); returns its effective settings."""
-
     spec, kind = _source_kind(cfg, where)
     if cfg.path is not None and not Path(cfg.path).expanduser().exists():
         raise CompatlmError(f"{where}.path: {cfg.path} does not exist")
