@@ -27,6 +27,14 @@ resumable — rerun the same command to continue)::
 
     .venv/bin/python bench/muscle_masks.py --seeds 5 --out runs/bench-masks
 
+The task adapters' own ``mask_prompt`` (loss on the answer only, or on context and answer as
+in the paper's A.1) changes old and new themselves; it is judged by their validation accuracy and
+NFR (``vanilla`` in the result), from a second, smaller run::
+
+    .venv/bin/python bench/muscle_masks.py --seeds 3 --masks student_wrong \
+        --out runs/bench-masks-task-prompt --name muscle_masks_task_prompt \
+        training.mask_prompt=false
+
 Smoke run (quick family, 2 seeds, result in a temp file, verdicts meaningless)::
 
     .venv/bin/python bench/muscle_masks.py --quick
@@ -155,10 +163,10 @@ def verdicts(summary: dict[str, Any], floor_points: float) -> dict[str, Any]:
     avg = summary["averaged_over_tasks"]
 
     def mean(point: str, key: str = "delta_nfr_percent") -> float | None:
-        return avg[point][key]["mean"]
+        return avg[point][key]["mean"] if point in avg else None  # a point not in the grid
 
     def per_seed(point: str) -> dict[int, float]:
-        return avg[point]["delta_nfr_percent"]["per_seed"]
+        return avg[point]["delta_nfr_percent"]["per_seed"] if point in avg else {}
 
     def within_floor(point: str) -> bool:
         acc = mean(point, "accuracy_change_points")
@@ -242,6 +250,24 @@ def verdicts(summary: dict[str, Any], floor_points: float) -> dict[str, Any]:
     return out
 
 
+def vanilla(demo: Path, seeds: list[int], tasks: list[str]) -> dict[str, Any]:
+    """Per task, validation accuracy of old and new and new's NFR vs old, over seeds: what the
+    task adapters' own settings (``training.mask_prompt``) are judged by."""
+    out: dict[str, Any] = {}
+    for task in tasks:
+        sels = [
+            json.loads((demo / f"seed{s}" / "selection" / f"{task}.json").read_text())
+            for s in seeds
+        ]
+        values = {
+            "accuracy_old": [_value(x["old"]["accuracy"]) for x in sels],
+            "accuracy_new": [_value(x["new"]["accuracy"]) for x in sels],
+            "nfr_new": [_value(x["new"]["negative_flip_rate"]) for x in sels],
+        }
+        out[task] = {k: t_interval([v for v in vs if v is not None]) for k, vs in values.items()}
+    return out
+
+
 def test_look(demo: Path) -> dict[str, Any]:
     """The demo's one test evaluation (the selected point as ``muscle``, and continue_ce), for
     context only: nothing above is chosen from it."""
@@ -261,6 +287,10 @@ def main() -> None:
     ap.add_argument("--out", type=Path, default=None, help="demo directory (resumable)")
     ap.add_argument("--name", default="muscle_masks", help="result file name in bench/results")
     ap.add_argument("--threads", type=int, default=2)
+    ap.add_argument("--masks", nargs="+", default=list(MASKS), choices=MASKS)
+    ap.add_argument(
+        "overrides", nargs="*", help="demo config overrides, e.g. training.mask_prompt=false"
+    )
     args = ap.parse_args()
     setup_logging()
 
@@ -275,12 +305,9 @@ def main() -> None:
     )
     data: dict[str, Any] = quick_defaults() if args.quick else {}
     data |= {"seeds": seeds, "quick": args.quick, "tasks": args.tasks, "alternatives": []}
-    grid = json.dumps({"mask": list(MASKS), "compat_mask_prompt": [True, False]})
-    cfg = build_config(
-        DemoConfig,
-        apply_overrides(data, ["runtime.progress=false", f"select.grid={grid}"]),
-        "demo",
-    )
+    grid = json.dumps({"mask": args.masks, "compat_mask_prompt": [True, False]})
+    overrides = ["runtime.progress=false", f"select.grid={grid}", *args.overrides]
+    cfg = build_config(DemoConfig, apply_overrides(data, overrides), "demo")
     set_threads(args.threads)
     machine = machine_info(threads=args.threads)
     t0 = time.perf_counter()
@@ -299,7 +326,9 @@ def main() -> None:
         "wall_seconds": round(seconds, 1),
         "how": "Δ%NFR = 100 (NFR_point − NFR_new) / NFR_new per seed on the validation split,"
         " then mean and 95% t-interval over seeds; averaged over tasks per seed first",
+        "overrides": args.overrides,
         "verdicts": verdicts(summary, cfg.select.accuracy_floor),
+        "vanilla": vanilla(out, seeds, args.tasks),
         "validation": summary,
         "cells": {
             t: {p: {str(s): c for s, c in v.items()} for p, v in pts.items()}
