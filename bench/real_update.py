@@ -24,9 +24,8 @@ into the work directory (so every stage can be rerun by hand), and its method re
   (``compatlm sweep``, lowest NFR vs old with accuracy ≥ new − 0.5 points, no test look there);
   port, interpolate (α = ½) and task arithmetic (new + τ_new + ½τ_old) from the registry; then
   one ``compatlm eval`` on the test split of old, new and every candidate (NFR, PFR, accuracy,
-  cluster-bootstrap CIs). In a seed where no MUSCLE point passes the floor, the most accurate
-  MUSCLE point on validation is built again and measured as ``muscle_below_floor``;
-  ``muscle_every_seed`` is the selected point where there is one, else that point. Cost = wall seconds of each method's build (MUSCLE: its grid, read
+  cluster-bootstrap CIs). No MUSCLE point past the floor: the most accurate one on validation is
+  rebuilt and measured as ``muscle_below_floor`` (``muscle_every_seed``: either row). Cost = wall seconds of each method's build (MUSCLE: its grid, read
   from the candidates' file times, and the validation evaluation it needs).
 - **across tokenizers**: Gemma 3 270M (``pkg:gemma3-270m``) zero-shot beside both SmolLM2 bases
   on part of the test split (the measuring half joins on example ids, prompts differ), and a
@@ -215,9 +214,8 @@ def muscle_winner(study: Study, seed: int) -> dict[str, Any]:
     )
     win, reason = select(points, floor, control_competes=False)
     doc = {"name": win.name if win else None, "spec": win.spec if win else None, "reason": reason}
-    # No MUSCLE point past the floor: the most accurate one on validation (then the lower NFR)
-    # is still measured on test, as a row of its own, so MUSCLE has a test number in every
-    # seed; the rule reads validation only, like the selection.
+    # No MUSCLE point past the floor: the most accurate on validation (then lower NFR) still
+    # gets a test row of its own, so MUSCLE has a number in every seed; validation data only.
     scored = [p for p in points if p.accuracy.get("value") is not None]
     if win is None and scored:
         best = max(scored, key=lambda p: (p.accuracy["value"], -p.negative_flip_rate["value"]))
