@@ -25,8 +25,9 @@ into the work directory (so every stage can be rerun by hand), and its method re
   port, interpolate (α = ½) and task arithmetic (new + τ_new + ½τ_old) from the registry; then
   one ``compatlm eval`` on the test split of old, new and every candidate (NFR, PFR, accuracy,
   cluster-bootstrap CIs). No MUSCLE point past the floor: the most accurate one on validation is
-  rebuilt and measured as ``muscle_below_floor`` (``muscle_every_seed``: either row). Cost = wall seconds of each method's build (MUSCLE: its grid, read
-  from the candidates' file times, and the validation evaluation it needs).
+  rebuilt and measured as ``muscle_below_floor`` (``muscle_every_seed``: either row). Cost =
+  wall seconds of each method's build (MUSCLE: its grid, from the candidates' file times, and
+  the validation evaluation it needs).
 - **across tokenizers**: Gemma 3 270M (``pkg:gemma3-270m``) zero-shot beside both SmolLM2 bases
   on part of the test split (the measuring half joins on example ids, prompts differ), and a
   MUSCLE run with Gemma as new, which compatlm must refuse: MUSCLE distils token by token.
@@ -321,10 +322,8 @@ def run_seed(study: Study, bases: dict[str, Any], seed: int) -> dict[str, Any]:
         "continue_ce": sw["seconds"].get("continue_ce") or st[f"seed{seed}/control"]["seconds"],
         **alt["seconds"],
     }
-    if "muscle_below_floor" in cands:
-        cost["muscle_below_floor"] = (
-            cost["muscle"] + st[f"seed{seed}/muscle_below_floor"]["seconds"]
-        )
+    if "muscle_below_floor" in cands:  # the grid it was chosen from, then its rebuild
+        cost["muscle_below_floor"] = cost["muscle"] + st[f"seed{seed}/muscle_below_floor"]["seconds"]  # fmt: skip
     # MUSCLE in every seed: the selected point, or else the most accurate one below the floor.
     fallback = "muscle" if "muscle" in test else "muscle_below_floor"
     if fallback in test:
