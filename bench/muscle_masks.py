@@ -44,7 +44,6 @@ from __future__ import annotations
 
 import argparse
 import json
-import math
 import shlex
 import sys
 import tempfile
@@ -62,17 +61,13 @@ TASKS = ("demo_hellaswag", "demo_piqa")
 
 
 def t_interval(values: list[float]) -> dict[str, Any]:
-    """Mean and 95% t-interval over seeds (null interval, with the reason, for one value)."""
-    from scipy.stats import t
+    """Mean and 95% t-interval over seeds, as the demo summary computes them (null interval,
+    with the reason, for one value), under the key ``n_seeds``."""
+    from compatlm.demo.summary import mean_ci
 
-    if not values:
-        return {"mean": None, "ci": None, "n_seeds": 0, "reason": "undefined in every seed"}
-    mean = sum(values) / len(values)
-    if len(values) < 2:
-        return {"mean": mean, "ci": None, "n_seeds": 1, "reason": "one seed: no interval"}
-    sd = math.sqrt(sum((v - mean) ** 2 for v in values) / (len(values) - 1))
-    half = float(t.ppf(0.975, len(values) - 1)) * sd / math.sqrt(len(values))
-    return {"mean": mean, "ci": [mean - half, mean + half], "n_seeds": len(values), "reason": None}
+    out = mean_ci(values)
+    out["n_seeds"] = out.pop("n")
+    return out
 
 
 def _value(obj: dict[str, Any] | None) -> float | None:

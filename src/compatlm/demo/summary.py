@@ -5,8 +5,8 @@ Reads only files (each seed's ``eval/metrics.json`` and ``eval/env.json``, the s
 vanilla ``new`` update and every candidate, all compared with ``old``): accuracy, negative and
 positive flip rates, ΔNFR and Δ%NFR against the vanilla update, the p-value of candidate vs
 vanilla (exact McNemar with one seed, a paired t-test over seeds with several); for
-similarity-scored generation (ROUGE-1) the mean score S, sNFR/sPFR and m_g/m_r instead, since "correct" there is only a pass threshold (:mod:`compatlm.report.primary`). The
-share of loss tokens each compat candidate sent to teacher_old comes from the seeds'
+similarity-scored generation (ROUGE-1) the mean score S, sNFR/sPFR and m_g/m_r instead, since
+"correct" there is only a pass threshold (:mod:`compatlm.report.primary`). The share of loss tokens each compat candidate sent to teacher_old comes from the seeds'
 ``metrics.json`` diagnostics. Seeds are summarised by their mean and a 95% t-interval (null
 with a reason for a single seed). The page itself is rendered by :mod:`compatlm.report.demo`.
 """
@@ -145,19 +145,15 @@ def aggregate(per_seed: dict[int, dict[tuple[str, str], dict[str, Any]]], tasks:
             seeds = [rows[(task, role)] for rows in per_seed.values() if (task, role) in rows]
             if not seeds:
                 continue
-            news = [
-                rows[(task, "new")]
-                for rows in per_seed.values()
-                if (task, role) in rows and (task, "new") in rows
-            ]
-            paired[role] = ([primary(r, "nfr") for r in news], [r.get("acc") for r in news])
-            keys = [s for s, _ in FIELDS + SIM_FIELDS] + ["seconds", "old_share"]
-            entry = {k: mean_ci([s.get(k) for s in seeds]) for k in keys}
-            pairs = [
+            pairs = [  # (candidate row, new row) per seed that has both
                 (rows[(task, role)], rows[(task, "new")])
                 for rows in per_seed.values()
                 if (task, role) in rows and (task, "new") in rows
             ]
+            news = [n for _, n in pairs]
+            paired[role] = ([primary(r, "nfr") for r in news], [r.get("acc") for r in news])
+            keys = [s for s, _ in FIELDS + SIM_FIELDS] + ["seconds", "old_share"]
+            entry = {k: mean_ci([s.get(k) for s in seeds]) for k in keys}
             entry["p_vs_new"] = p_vs_new(pairs) if role != "new" else _no_p("new itself")
             entry["primary_nfr"] = mean_ci([primary(s, "nfr") for s in seeds])
             entry["primary_pfr"] = mean_ci([primary(s, "pfr") for s in seeds])
