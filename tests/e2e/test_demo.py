@@ -50,6 +50,10 @@ def test_quick_demo_tells_the_whole_story(demo_run):
     assert cost["forward_token_ratio"]["value"] > 1.0  # k samples + scoring cost more than greedy
     html = (out / "report.html").read_text()
     assert "<script" not in html and "muscle" in html
+    # The quick recipe has no reference build: the run says so rather than implying a match.
+    build = json.loads((out / "family.json").read_text())["build"]
+    assert build["status"] == "no_reference" and build["build_platform"]["cpu_capability"]
+    assert "- **Family build**: no reference build recorded" in (out / "report.md").read_text()
 
 
 @pytest.mark.slow

@@ -34,6 +34,7 @@ _REPORT_EVERY = 10  # steps between progress messages from a worker process
 def build_family(recipe: FamilyRecipe, out: Path, *, progress: bool, workers: int) -> None:
     """Fill ``out`` with tokenizer/, old/, new/, tasks/, recipe.json and family.json."""
     from compatlm.demo.pretrain import train_tokenizer
+    from compatlm.demo.reference import build_platform
 
     if recipe.new.init_from is not None:
         workers = 1  # a continued new base starts from the finished old one: nothing in parallel
@@ -57,6 +58,8 @@ def build_family(recipe: FamilyRecipe, out: Path, *, progress: bool, workers: in
         "vocab_size": len(tokenizer),
         "seconds": {"tokenizer": round(t_tok, 2), "total": round(time.perf_counter() - t0, 2)},
         "workers": workers,
+        # The workers inherit this process's environment, so they dispatch to the same kernels.
+        "build_platform": build_platform(),
     }
     write_info(out, recipe, info)
 

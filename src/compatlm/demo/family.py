@@ -57,6 +57,8 @@ class Family:
     recipe: FamilyRecipe
     tasks: list[str] = field(default_factory=lambda: list(TASKS))
     info: dict[str, Any] = field(default_factory=dict)  # build stats from family.json
+    # How the bases compare with the documented reference build (demo.reference.check_reference)
+    build: dict[str, Any] = field(default_factory=dict)
 
     @property
     def tokenizer_dir(self) -> Path:
@@ -138,5 +140,8 @@ def _auto_workers(recipe: FamilyRecipe) -> int:
 
 
 def _load(entry: Path, recipe: FamilyRecipe) -> Family:
+    from compatlm.demo.reference import check_reference, manifest_of
+
     info = json.loads((entry / "family.json").read_text(encoding="utf-8"))
-    return Family(root=entry, recipe=recipe, tasks=list(TASKS), info=info)
+    build = check_reference(recipe.key(), info, manifest_of(entry))
+    return Family(root=entry, recipe=recipe, tasks=list(TASKS), info=info, build=build)

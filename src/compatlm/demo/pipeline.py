@@ -217,6 +217,7 @@ def run_demo(cfg: DemoConfig, out: str | Path, *, overwrite: bool = False) -> Pa
             "tasks": tasks,
             "alternatives_skipped": skipped,
             "recipe": recipe.model_dump(mode="json"),
+            "build": family.build,
         },
     )
     alternatives = [a for a in cfg.alternatives if not (skipped and a in WEIGHT_SPACE)]
@@ -228,6 +229,8 @@ def run_demo(cfg: DemoConfig, out: str | Path, *, overwrite: bool = False) -> Pa
         seeds[seed] = run_seed(cfg, family, tasks, alternatives, seed, out / f"seed{seed}", points)
         clock.finish(seed, resumed=resumed)
     notes = ([skipped] if skipped else []) + [n for r in seeds.values() for n in r.notes]
+    if family.build.get("status") == "differs":
+        notes.insert(0, family.build["message"])
     report = write_summary(out, {s: r.run for s, r in seeds.items()}, tasks, notes=notes)
     write_evidence(out, list(seeds), tasks)
     return report

@@ -205,10 +205,12 @@ def _facts(summary: dict[str, Any], esc: Callable[[str], str]) -> list[tuple[str
         f", git {name(git[:GIT_CHARS], esc)}" if isinstance(git, str) else ", git hash not recorded"
     )
     seeds = ", ".join(str(s) for s in summary["seeds"])
+    build = family.get("build") or {}
     return [
         ("Compared", compared),
         ("Decision metric", "; ".join(metrics)),
         ("Seeds", f"{name(seeds, esc)} (each model compared with old on the task's test split)"),
+        ("Family build", name(_build_text(build), esc)),
         ("Code", code),
         ("Date", name(short_date(ctx.get("created")) or "not recorded", esc)),
     ]
@@ -353,3 +355,19 @@ def _pt(m: dict[str, Any], scale: float) -> tuple[float | None, float | None]:
         return None, None
     half = (m["ci"][1] - m["mean"]) * scale if m.get("ci") else None
     return m["mean"] * scale, half
+
+
+def _build_text(build: dict[str, Any]) -> str:
+    """One line on whether the family's bases are the documented reference build."""
+    cap = (build.get("build_platform") or {}).get("cpu_capability") or "not recorded"
+    status = build.get("status")
+    if status == "matches":
+        return f"identical to reference build {build.get('reference')} (CPU kernels {cap})"
+    if status == "differs":
+        return (
+            f"differs from reference build {build.get('reference')} (CPU kernels here: {cap}):"
+            " accuracies and old/new gaps can differ from the documented ones"
+        )
+    if status == "no_reference":
+        return f"no reference build recorded for this recipe (CPU kernels {cap})"
+    return "not recorded"
