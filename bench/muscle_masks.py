@@ -48,6 +48,7 @@ import shlex
 import sys
 import tempfile
 import time
+from collections.abc import Callable
 from pathlib import Path
 from typing import Any
 
@@ -89,8 +90,11 @@ def point_key(p: dict[str, Any]) -> str:
     return f"{p['knobs']['mask']}/prompt_{str(bool(p['knobs']['compat_mask_prompt'])).lower()}"
 
 
-def point_cells(demo: Path, seeds: list[int], tasks: list[str]) -> dict[str, Any]:
-    """``{task: {point: {seed: cell}}}`` from the seeds' validation selection files."""
+def point_cells(
+    demo: Path, seeds: list[int], tasks: list[str], key: Callable[[dict[str, Any]], str] = point_key
+) -> dict[str, Any]:
+    """``{task: {point: {seed: cell}}}`` from the seeds' validation selection files; ``key``
+    names a selection point (other knob studies pass their own)."""
     from compatlm.train.diagnostics import diagnostics_for_spec
 
     cells: dict[str, dict[str, dict[int, dict[str, Any]]]] = {}
@@ -109,7 +113,7 @@ def point_cells(demo: Path, seeds: list[int], tasks: list[str]) -> dict[str, Any
                     passed = bool(p["eligible"])
                 else:
                     passed = acc is not None and floor is not None and acc >= floor
-                cells.setdefault(task, {}).setdefault(point_key(p), {})[seed] = {
+                cells.setdefault(task, {}).setdefault(key(p), {})[seed] = {
                     "nfr": nfr,
                     "new_nfr": new_nfr,
                     "delta_nfr_percent": _change(nfr, new_nfr, relative=True),
@@ -274,6 +278,32 @@ def test_look(demo: Path) -> dict[str, Any]:
     }
 
 
+def demo_setup(
+    args: argparse.Namespace,
+    grid: dict[str, list[Any]],
+    extra: list[str],
+    name: str,
+    default_seeds: int,
+) -> tuple[Any, list[int], Path, dict[str, Any]]:
+    """The knob studies' demo config (``select.grid`` = ``grid``, no alternatives), seeds, demo
+    directory (``runs/bench-<name>``, a temp one with ``--quick``), threads and machine facts."""
+    from compatlm.config import apply_overrides, build_config
+    from compatlm.demo.pipeline import DemoConfig, quick_defaults
+
+    seeds = list(range(args.seeds or (2 if args.quick else default_seeds)))
+    out = args.out or (
+        Path(tempfile.mkdtemp(prefix=f"compatlm_{name}_")) / "demo"
+        if args.quick
+        else Path(f"runs/bench-{name}")
+    )
+    data: dict[str, Any] = quick_defaults() if args.quick else {}
+    data |= {"seeds": seeds, "quick": args.quick, "tasks": args.tasks, "alternatives": []}
+    overrides = ["runtime.progress=false", f"select.grid={json.dumps(grid)}", *extra]
+    cfg = build_config(DemoConfig, apply_overrides(data, overrides), "demo")
+    set_threads(args.threads)
+    return cfg, seeds, out, machine_info(threads=args.threads)
+
+
 def main() -> None:
     ap = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     ap.add_argument("--seeds", type=int, default=None, help="default 5 (--quick: 2)")
@@ -288,23 +318,10 @@ def main() -> None:
     )
     args = ap.parse_args()
     setup_logging()
+    from compatlm.demo.pipeline import run_demo
 
-    from compatlm.config import apply_overrides, build_config
-    from compatlm.demo.pipeline import DemoConfig, quick_defaults, run_demo
-
-    seeds = list(range(args.seeds or (2 if args.quick else 5)))
-    out = args.out or (
-        Path(tempfile.mkdtemp(prefix="compatlm_masks_")) / "demo"
-        if args.quick
-        else Path("runs/bench-masks")
-    )
-    data: dict[str, Any] = quick_defaults() if args.quick else {}
-    data |= {"seeds": seeds, "quick": args.quick, "tasks": args.tasks, "alternatives": []}
-    grid = json.dumps({"mask": args.masks, "compat_mask_prompt": [True, False]})
-    overrides = ["runtime.progress=false", f"select.grid={grid}", *args.overrides]
-    cfg = build_config(DemoConfig, apply_overrides(data, overrides), "demo")
-    set_threads(args.threads)
-    machine = machine_info(threads=args.threads)
+    grid = {"mask": args.masks, "compat_mask_prompt": [True, False]}
+    cfg, seeds, out, machine = demo_setup(args, grid, args.overrides, "masks", default_seeds=5)
     t0 = time.perf_counter()
     run_demo(cfg, out)
     seconds = time.perf_counter() - t0

@@ -131,7 +131,11 @@ class DemoConfig(StrictModel):
     mask: str = "student_wrong"
     temperature: float = 2.0
     kd_weight: float = 1.0
-    t_squared: bool = Field(False, description="scale the KL term by T² (compat adapters, PCT)")
+    t_squared: bool = Field(
+        False,
+        description="scale the KL term by T² (compat adapters, PCT); false by measurement: no"
+        " validation difference at λ 1 or 0.5 (bench/results/muscle_t_squared.json)",
+    )
     teacher_old: str = "cache"
     training: DemoTraining = DemoTraining()
     limit_test: int | None = Field(None, ge=1, description="evaluate only the first N test rows")

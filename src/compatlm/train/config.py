@@ -171,7 +171,11 @@ class TrainCompatConfig(_PresetMixin):
     )
     temperature: float = Field(2.0, gt=0)
     kd_weight: float = Field(1.0, ge=0.0, le=1.0, description="λ; 0 = plain fine-tuning")
-    t_squared: bool = Field(False, description="scale the KL term by T² (Hinton et al.)")
+    t_squared: bool = Field(
+        False,
+        description="scale the KL term by T² (Hinton et al.); with kd_weight 1 and AdamW only ε"
+        " and gradient clipping see it (bench/results/muscle_t_squared.json)",
+    )
     focal: FocalSettings | None = None
     teacher_old: Literal["live", "cache"] = Field(
         "live", description="run the old model every step, or read its precomputed top-k"
