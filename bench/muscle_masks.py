@@ -304,6 +304,41 @@ def demo_setup(
     return cfg, seeds, out, machine_info(threads=args.threads)
 
 
+def run_study(
+    cfg: Any, out: Path, seeds: list[int], tasks: list[str], key: Callable, script: str
+) -> tuple[dict[str, Any], dict[str, Any], dict[str, Any]]:
+    """Run (or resume) a knob study's demo and read it back: the result fields every study
+    shares, the cells (``point_cells`` with ``key``) and their summary."""
+    from compatlm.demo.pipeline import run_demo
+
+    t0 = time.perf_counter()
+    run_demo(cfg, out)  # resumes: finished steps are reused
+    seconds = time.perf_counter() - t0
+    cells = point_cells(out, seeds, tasks, key=key)
+    summary = summarize_points(cells, seeds)
+    argv = " ".join(shlex.quote(a) for a in sys.argv[1:])
+    doc = {
+        "command": f".venv/bin/python bench/{script}.py {argv}".strip(),
+        "family": cfg.family,
+        "tasks": tasks,
+        "seeds": seeds,
+        "split": "validation",
+        "select": cfg.select.model_dump(mode="json"),
+        # a resumed run times only what this invocation still had to do
+        "wall_seconds": round(seconds, 1),
+        "how": "Δ%NFR = 100 (NFR_point − NFR_new) / NFR_new per seed on the validation split,"
+        " then mean and 95% t-interval over seeds; averaged over tasks per seed first",
+        "vanilla": vanilla(out, seeds, tasks),
+        "validation": summary,
+        "cells": {
+            t: {p: {str(s): c for s, c in v.items()} for p, v in pts.items()}
+            for t, pts in cells.items()
+        },
+        "test_look_of_the_selected_point": test_look(out),
+    }
+    return doc, cells, summary
+
+
 def main() -> None:
     ap = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     ap.add_argument("--seeds", type=int, default=None, help="default 5 (--quick: 2)")
@@ -318,38 +353,13 @@ def main() -> None:
     )
     args = ap.parse_args()
     setup_logging()
-    from compatlm.demo.pipeline import run_demo
 
     grid = {"mask": args.masks, "compat_mask_prompt": [True, False]}
     cfg, seeds, out, machine = demo_setup(args, grid, args.overrides, "masks", default_seeds=5)
-    t0 = time.perf_counter()
-    run_demo(cfg, out)
-    seconds = time.perf_counter() - t0
-    cells = point_cells(out, seeds, args.tasks)
-    summary = summarize_points(cells, seeds)
-    argv = " ".join(shlex.quote(a) for a in sys.argv[1:])
-    doc = {
-        "command": f".venv/bin/python bench/muscle_masks.py {argv}".strip(),
-        "family": cfg.family,
-        "tasks": args.tasks,
-        "seeds": seeds,
-        "split": "validation",
-        "select": cfg.select.model_dump(mode="json"),
-        "wall_seconds": round(seconds, 1),
-        "how": "Δ%NFR = 100 (NFR_point − NFR_new) / NFR_new per seed on the validation split,"
-        " then mean and 95% t-interval over seeds; averaged over tasks per seed first",
-        "overrides": args.overrides,
-        "verdicts": verdicts(summary, cfg.select.accuracy_floor),
-        "vanilla": vanilla(out, seeds, args.tasks),
-        "validation": summary,
-        "cells": {
-            t: {p: {str(s): c for s, c in v.items()} for p, v in pts.items()}
-            for t, pts in cells.items()
-        },
-        "test_look_of_the_selected_point": test_look(out),
-    }
+    doc, _, summary = run_study(cfg, out, seeds, args.tasks, point_key, "muscle_masks")
+    doc |= {"overrides": args.overrides, "verdicts": verdicts(summary, cfg.select.accuracy_floor)}
     path = write_result(default_out(args.name, args.quick), doc, machine)
-    print(f"wrote {path} ({seconds:.0f} s)")
+    print(f"wrote {path} ({doc['wall_seconds']:.0f} s)")
     for name, v in doc["verdicts"].items():
         print(f"{name}: {v.get('verdict', v)}")
 

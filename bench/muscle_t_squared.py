@@ -34,24 +34,14 @@ from __future__ import annotations
 
 import argparse
 import json
-import shlex
 import sys
-import time
 from pathlib import Path
 from typing import Any
 
 sys.path.insert(0, str(Path(__file__).resolve().parent))
 
 from common import default_out, setup_logging, write_result
-from muscle_masks import (
-    TASKS,
-    demo_setup,
-    paired,
-    point_cells,
-    summarize_points,
-    test_look,
-    vanilla,
-)
+from muscle_masks import TASKS, demo_setup, paired, run_study
 
 KD_WEIGHTS = (1.0, 0.5)
 
@@ -121,39 +111,16 @@ def main() -> None:
     args = ap.parse_args()
     setup_logging()
 
-    from compatlm.demo.pipeline import run_demo
-
     grid = {"t_squared": [False, True], "kd_weight": args.kd_weights}
     cfg, seeds, out, machine = demo_setup(args, grid, [], "tsq", default_seeds=3)
-    t0 = time.perf_counter()
-    run_demo(cfg, out)  # resumes: finished steps are reused
-    seconds = time.perf_counter() - t0
-    cells = point_cells(out, seeds, args.tasks, key=point_key)
-    summary = summarize_points(cells, seeds)
-    argv = " ".join(shlex.quote(a) for a in sys.argv[1:])
-    doc = {
-        "command": f".venv/bin/python bench/muscle_t_squared.py {argv}".strip(),
-        "family": cfg.family,
-        "tasks": args.tasks,
-        "seeds": seeds,
-        "split": "validation",
+    doc, cells, summary = run_study(cfg, out, seeds, args.tasks, point_key, "muscle_t_squared")
+    doc |= {
         "mask": cfg.mask,
         "temperature": cfg.temperature,
-        "select": cfg.select.model_dump(mode="json"),
-        "wall_seconds_this_invocation": round(seconds, 1),
-        "how": "Δ%NFR = 100 (NFR_point − NFR_new) / NFR_new per seed on the validation split,"
-        " averaged over tasks per seed, then mean and 95% t-interval over seeds",
         "verdicts": verdicts(summary, cells, args.kd_weights),
-        "vanilla": vanilla(out, seeds, args.tasks),
-        "validation": summary,
-        "cells": {
-            t: {p: {str(s): c for s, c in v.items()} for p, v in pts.items()}
-            for t, pts in cells.items()
-        },
-        "test_look_of_the_selected_point": test_look(out),
     }
     path = write_result(default_out("muscle_t_squared", args.quick), doc, machine)
-    print(f"wrote {path} ({seconds:.0f} s)")
+    print(f"wrote {path} ({doc['wall_seconds']:.0f} s)")
     print(json.dumps(doc["verdicts"], indent=1))
 
 
