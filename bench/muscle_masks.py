@@ -158,6 +158,21 @@ def paired(a: dict[int, float], b: dict[int, float]) -> dict[str, Any]:
     return t_interval([a[s] - b[s] for s in a if s in b])
 
 
+def paired_points(
+    avg: dict[str, Any], a: str, b: str, key: str = "delta_nfr_percent"
+) -> dict[str, Any]:
+    """:func:`paired` of two points' per-seed values averaged over tasks (``key``)."""
+    return paired(avg[a][key]["per_seed"], avg[b][key]["per_seed"])
+
+
+def ci_side(diff: dict[str, Any]) -> str | None:
+    """``below`` / ``above`` when a difference's interval excludes 0 on that side, else None."""
+    if not diff["ci"]:
+        return None
+    lo, hi = diff["ci"]
+    return "below" if hi < 0 else "above" if lo > 0 else None
+
+
 def verdicts(summary: dict[str, Any], floor_points: float) -> dict[str, Any]:
     avg = summary["averaged_over_tasks"]
 
@@ -339,14 +354,26 @@ def run_study(
     return doc, cells, summary
 
 
-def main() -> None:
-    ap = argparse.ArgumentParser(description=__doc__.splitlines()[0])
-    ap.add_argument("--seeds", type=int, default=None, help="default 5 (--quick: 2)")
+def study_parser(doc: str, default_seeds: int) -> argparse.ArgumentParser:
+    """The arguments every knob study takes (seeds, tasks, quick, out, threads)."""
+    ap = argparse.ArgumentParser(description=doc.splitlines()[0])
+    ap.add_argument("--seeds", type=int, default=None, help=f"default {default_seeds} (--quick: 2)")
     ap.add_argument("--tasks", nargs="+", default=list(TASKS))
     ap.add_argument("--quick", action="store_true", help="quick family, 2 seeds, temp result")
     ap.add_argument("--out", type=Path, default=None, help="demo directory (resumable)")
-    ap.add_argument("--name", default="muscle_masks", help="result file name in bench/results")
     ap.add_argument("--threads", type=int, default=2)
+    return ap
+
+
+def finish_study(name: str, quick: bool, doc: dict[str, Any], machine: dict[str, Any]) -> None:
+    """Write a study's result (bench/results/<name>.json, a temp file with --quick), say where."""
+    path = write_result(default_out(name, quick), doc, machine)
+    print(f"wrote {path} ({doc['wall_seconds']:.0f} s)")
+
+
+def main() -> None:
+    ap = study_parser(__doc__, default_seeds=5)
+    ap.add_argument("--name", default="muscle_masks", help="result file name in bench/results")
     ap.add_argument("--masks", nargs="+", default=list(MASKS), choices=MASKS)
     ap.add_argument(
         "overrides", nargs="*", help="demo config overrides, e.g. training.mask_prompt=false"
@@ -358,8 +385,7 @@ def main() -> None:
     cfg, seeds, out, machine = demo_setup(args, grid, args.overrides, "masks", default_seeds=5)
     doc, _, summary = run_study(cfg, out, seeds, args.tasks, point_key, "muscle_masks")
     doc |= {"overrides": args.overrides, "verdicts": verdicts(summary, cfg.select.accuracy_floor)}
-    path = write_result(default_out(args.name, args.quick), doc, machine)
-    print(f"wrote {path} ({doc['wall_seconds']:.0f} s)")
+    finish_study(args.name, args.quick, doc, machine)
     for name, v in doc["verdicts"].items():
         print(f"{name}: {v.get('verdict', v)}")
 

@@ -32,7 +32,6 @@ Smoke run (quick family, 2 seeds, result in a temp file, verdicts meaningless)::
 
 from __future__ import annotations
 
-import argparse
 import json
 import sys
 from pathlib import Path
@@ -40,8 +39,15 @@ from typing import Any
 
 sys.path.insert(0, str(Path(__file__).resolve().parent))
 
-from common import default_out, setup_logging, write_result
-from muscle_masks import TASKS, demo_setup, paired, run_study
+from common import setup_logging
+from muscle_masks import (
+    ci_side,
+    demo_setup,
+    finish_study,
+    paired_points,
+    run_study,
+    study_parser,
+)
 
 KD_WEIGHTS = (1.0, 0.5)
 
@@ -74,14 +80,9 @@ def verdicts(summary: dict[str, Any], cells: dict[str, Any], kds: list[float]) -
         on, off = f"t_squared_true/kd_{kd}", f"t_squared_false/kd_{kd}"
         if on not in avg or off not in avg:
             continue
-        nfr = paired(
-            avg[on]["delta_nfr_percent"]["per_seed"], avg[off]["delta_nfr_percent"]["per_seed"]
-        )
-        acc = paired(
-            avg[on]["accuracy_change_points"]["per_seed"],
-            avg[off]["accuracy_change_points"]["per_seed"],
-        )
-        excludes = bool(nfr["ci"] and (nfr["ci"][0] > 0 or nfr["ci"][1] < 0))
+        nfr = paired_points(avg, on, off)
+        acc = paired_points(avg, on, off, "accuracy_change_points")
+        excludes = ci_side(nfr) is not None
         by_kd[str(kd)] = {
             "delta_nfr_percent": {"true": avg[on]["delta_nfr_percent"]["mean"],
                                   "false": avg[off]["delta_nfr_percent"]["mean"]},
@@ -101,12 +102,7 @@ def verdicts(summary: dict[str, Any], cells: dict[str, Any], kds: list[float]) -
 
 
 def main() -> None:
-    ap = argparse.ArgumentParser(description=__doc__.splitlines()[0])
-    ap.add_argument("--seeds", type=int, default=None, help="default 3 (--quick: 2)")
-    ap.add_argument("--tasks", nargs="+", default=list(TASKS))
-    ap.add_argument("--quick", action="store_true", help="quick family, 2 seeds, temp result")
-    ap.add_argument("--out", type=Path, default=None, help="demo directory (resumable)")
-    ap.add_argument("--threads", type=int, default=2)
+    ap = study_parser(__doc__, default_seeds=3)
     ap.add_argument("--kd-weights", nargs="+", type=float, default=list(KD_WEIGHTS))
     args = ap.parse_args()
     setup_logging()
@@ -119,8 +115,7 @@ def main() -> None:
         "temperature": cfg.temperature,
         "verdicts": verdicts(summary, cells, args.kd_weights),
     }
-    path = write_result(default_out("muscle_t_squared", args.quick), doc, machine)
-    print(f"wrote {path} ({doc['wall_seconds']:.0f} s)")
+    finish_study("muscle_t_squared", args.quick, doc, machine)
     print(json.dumps(doc["verdicts"], indent=1))
 
 

@@ -286,3 +286,22 @@ def test_compat_mask_prompt_is_a_budget_knob_so_each_value_gets_its_own_control(
         assert compat_settings(control)["mask_prompt"] == compat_settings(muscle)["mask_prompt"]
         assert compat_settings(muscle)["mask_prompt"] is knobs["compat_mask_prompt"]
     assert control_role({"compat_mask_prompt": False}) == "continue_ce.compat_mask_prompt_false"
+
+
+def test_compat_init_is_a_budget_knob_that_reaches_every_compat_run():
+    from compatlm.demo.selection import budget_of, budgets, control_role, grid_points, point_config
+
+    cfg = DemoConfig(select={"grid": {"compat_init": ["new_adapter", "fresh"]}})
+    points = check_grid(cfg, compat_settings)
+    assert budgets(grid_points(cfg.select)) == [
+        {"compat_init": "new_adapter"},
+        {"compat_init": "fresh"},
+    ]
+    for knobs in points:
+        control = compat_settings(point_config(cfg, budget_of(knobs)))
+        assert control["student_init"] == compat_settings(point_config(cfg, knobs))["student_init"]
+        assert control["student_init"] == knobs["compat_init"]
+    assert control_role({"compat_init": "fresh"}) == "continue_ce.compat_init__fresh"
+    assert compat_settings(DemoConfig())["student_init"] == "new_adapter"  # the paper's A.1
+    with pytest.raises(CompatlmError, match="compat_init"):
+        point_config(cfg, {"compat_init": "scratch"})

@@ -316,3 +316,74 @@ def test_kd_new_never_loads_teacher_old(tiny_family, data, tmp_path, monkeypatch
         train_compat(cfg, tmp_path / teacher_old)
         rows = [json.loads(x) for x in (tmp_path / teacher_old / "train_log.jsonl").open()]
         assert all(r["counts"]["old_tokens"] == 0 and r["train_kd"] > 0 for r in rows)
+
+
+def test_fresh_student_starts_at_the_base_and_keeps_teacher_new(tiny_family, data):
+    """student_init fresh: same LoRA shape, B zero (outputs = the new base's), A re-drawn from
+    the seeded RNG; teacher_new is still the new task adapter."""
+    new = ModelSpec.parse(_specs(tiny_family)[1])
+    runtime = RuntimeConfig(**CPU)
+    copy, _ = load_student(new, runtime)
+    torch.manual_seed(0)
+    fresh, tok = load_student(new, runtime, init="fresh")
+    torch.manual_seed(1)
+    other, _ = load_student(new, runtime, init="fresh")
+    students = {
+        name: {n: p for n, p in m.named_parameters() if ".student." in n}
+        for name, m in (("copy", copy), ("fresh", fresh), ("other", other))
+    }
+    assert students["fresh"].keys() == students["copy"].keys() and students["fresh"]
+    for n, p in students["fresh"].items():
+        if "lora_B" in n:
+            assert not p.any(), n
+            assert students["copy"][n].any(), n  # the copy is the (non-zero) new adapter
+        else:
+            assert p.any() and not torch.equal(p, students["copy"][n]), n
+            assert not torch.equal(p, students["other"][n]), n  # the seed draws A
+    assert all(p.requires_grad for p in students["fresh"].values())
+
+    feats = _features(_compat_cfg(tiny_family, data), tok)
+    batch = Collator(tok.pad_token_id, [f.example_id for f in feats])(feats[:3])
+    ids, attn = batch["input_ids"], batch["attention_mask"]
+    base = load_model(ModelSpec.parse(tiny_family["new"]), runtime=runtime).model
+    task_model = load_model(new, runtime=runtime).model
+    with torch.no_grad():
+        torch.testing.assert_close(
+            fresh(input_ids=ids, attention_mask=attn).logits,
+            base(input_ids=ids, attention_mask=attn).logits,
+        )
+        expected = task_model(input_ids=ids, attention_mask=attn).logits
+    torch.testing.assert_close(AdapterTeacher(fresh).logits(batch), expected, rtol=1e-5, atol=1e-6)
+
+
+def test_fresh_student_refuses_an_adapter_it_cannot_reinitialise(tiny_family):
+    from compatlm.train.student import reset_student
+
+    model, _ = load_student(ModelSpec.parse(_specs(tiny_family)[1]), RuntimeConfig(**CPU))
+    model.peft_config["student"].use_dora = True
+    with pytest.raises(CompatlmError, match="student_init fresh: the new task adapter is DoRA"):
+        reset_student(model)
+
+
+def test_fresh_run_records_its_start(tiny_family, data, tmp_path):
+    """The run's diagnostics, budget and card say where the student started; the low old-share
+    verdict ("can barely differ from new") is the copy's, not a fresh student's."""
+    from compatlm.methods.controls import control_config
+
+    for init in ("new_adapter", "fresh"):
+        cfg = _compat_cfg(tiny_family, data, student_init=init, mask="old_correct")
+        train_compat(cfg, tmp_path / init)
+        train_compat(control_config(cfg, "continue_ce"), tmp_path / f"ce_{init}")
+        diag = json.loads((tmp_path / init / "diagnostics.json").read_text())
+        assert diag["settings"]["student_init"] == init
+        for run in (init, f"ce_{init}"):
+            assert json.loads((tmp_path / run / "budget.json").read_text())["student_init"] == init
+        card = (tmp_path / init / "adapter" / "README.md").read_text()
+        assert f"student_init {init}" in card
+        ce = json.loads((tmp_path / f"ce_{init}" / "diagnostics.json").read_text())["verdict"]
+        start = "the new task adapter" if init == "new_adapter" else "a fresh LoRA"
+        assert start in ce
+    # The recipe really started elsewhere: same data, seed and steps, different weights.
+    trained = {init: _weights(tmp_path / init) for init in ("new_adapter", "fresh")}
+    assert trained["fresh"].keys() == trained["new_adapter"].keys()
+    assert all(not torch.equal(trained["fresh"][k], v) for k, v in trained["new_adapter"].items())

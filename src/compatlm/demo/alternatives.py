@@ -116,6 +116,7 @@ def train_pct(cfg: DemoConfig, task: TaskConfig, old: str, new: str, seed: int, 
         t_squared=cfg.t_squared,
         kd_weight=PCT_KD_WEIGHT,
         focal=PCT_FOCAL,
+        student_init=t.compat_init,
         teacher_old=cfg.teacher_old,  # type: ignore[arg-type]
         optim=OptimSettings(
             lr=t.compat_lr, epochs=t.compat_epochs, batch_size=t.batch_size, seed=seed

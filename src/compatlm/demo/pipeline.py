@@ -105,6 +105,13 @@ class DemoTraining(StrictModel):
         " false = the paper's A.1, loss on context and answer; measured worse on the demo's"
         " validation split, see bench/README.md)",
     )
+    compat_init: Literal["new_adapter", "fresh"] = Field(
+        "new_adapter",
+        description="where compatibility adapters, controls and PCT start: a copy of the new"
+        " task adapter (the paper's A.1) or a fresh LoRA (an ablation; measured on validation"
+        " with the task adapters' budget: more NFR than its control, bench/results/"
+        "muscle_init.json)",
+    )
     limit_train: int | None = Field(None, ge=1, description="use only the first N train examples")
 
 

@@ -49,10 +49,11 @@ KNOBS = {
     "compat_epochs": "training",
     "compat_lr": "training",
     "compat_mask_prompt": "training",
+    "compat_init": "training",
 }
-# Knobs that change the training budget (steps, lr schedule, or which tokens carry a loss): the
-# continue_ce control must match them.
-BUDGET_KNOBS = ("compat_epochs", "compat_lr", "compat_mask_prompt")
+# Knobs that change the training budget (steps, lr schedule, which tokens carry a loss, or where
+# the weights start): the continue_ce control must match them.
+BUDGET_KNOBS = ("compat_epochs", "compat_lr", "compat_mask_prompt", "compat_init")
 GridValue = float | int | str | bool
 
 

@@ -137,6 +137,7 @@ def compat_settings(cfg: DemoConfig, seed: int = 0) -> dict[str, Any]:
         "temperature": cfg.temperature,
         "kd_weight": cfg.kd_weight,
         "t_squared": cfg.t_squared,
+        "student_init": t.compat_init,
         "teacher_old": cfg.teacher_old,
         "optim": OptimSettings(
             lr=t.compat_lr, epochs=t.compat_epochs, batch_size=t.batch_size, seed=seed

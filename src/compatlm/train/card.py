@@ -98,7 +98,8 @@ def compat_card(
             f"- old (teacher_old, {cfg.teacher_old}): `{old.format()}`;"
             f" teacher_new {cfg.teacher_new}",
             f"- mask `{cfg.mask}`, temperature {cfg.temperature}, kd_weight {cfg.kd_weight},"
-            f" t_squared {cfg.t_squared}, mask_prompt {cfg.mask_prompt}",
+            f" t_squared {cfg.t_squared}, mask_prompt {cfg.mask_prompt},"
+            f" student_init {cfg.student_init}",
             f"- task: `{task.name}` ({task.kind}, {n_train} train / {n_val} validation)",
         ],
     )

@@ -169,6 +169,13 @@ class TrainCompatConfig(_PresetMixin):
         "student_wrong",
         description="which tokens follow teacher_old (new_only: none, the kd_new control)",
     )
+    student_init: Literal["new_adapter", "fresh"] = Field(
+        "new_adapter",
+        description="new_adapter: the student starts as a copy of the new task adapter (the"
+        " paper's A.1); fresh: a new LoRA of the same shape (A random, B zero), so it starts at"
+        " the new base and teacher_new's gradient is not zero at step 0 (measured worse on the"
+        " demo's validation split: bench/results/muscle_init.json)",
+    )
     temperature: float = Field(2.0, gt=0)
     kd_weight: float = Field(1.0, ge=0.0, le=1.0, description="λ; 0 = plain fine-tuning")
     t_squared: bool = Field(

@@ -2,10 +2,11 @@
 
 MUSCLE (Echterhoff et al., arXiv 2407.09435, §4) distils the student from teacher_old where its
 mask is set and from teacher_new elsewhere. The student starts as a copy of the new task
-adapter, i.e. *as* teacher_new, so on the teacher_new tokens the distillation gradient starts at
-zero: the candidate can move away from new only through the tokens the mask sends to
-teacher_old. When that share is small, MUSCLE ≈ new by construction, and a lower negative-flip
-rate may come from the extra training alone; hence the same-budget controls
+adapter (``student_init: new_adapter``, the paper's), i.e. *as* teacher_new, so on the
+teacher_new tokens the distillation gradient starts at zero: the candidate can move away from
+new only through the tokens the mask sends to teacher_old. When that share is small, MUSCLE ≈
+new by construction, and a lower negative-flip rate may come from the extra training alone;
+hence the same-budget controls
 (:mod:`compatlm.methods.controls`) and these two files in the run directory:
 
 - ``diagnostics.json`` — per epoch and in total: loss tokens, the share sent to teacher_old,
@@ -138,19 +139,26 @@ def _percent(share: float) -> str:
     return f"{pct:.2f}" if pct < 1 else f"{pct:.1f}"
 
 
-def verdict(objective: str, old_share: dict[str, Any], mask: str) -> str:
+def verdict(objective: str, old_share: dict[str, Any], mask: str, init: str = "new_adapter") -> str:
     """One line on what the run could change relative to the new task model."""
+    start = (
+        "the new task adapter trained further"
+        if init == "new_adapter"
+        else "a fresh LoRA on the new base trained"
+    )
     if objective == "continue_ce":
         return (
-            "control: cross entropy only (kd_weight=0), no teacher used: the new task adapter"
-            " trained further with the budget of the compatibility adapter"
+            f"control: cross entropy only (kd_weight=0), no teacher used: {start}"
+            " with the budget of the compatibility adapter"
         )
     if objective == "kd_new":
         return "control: every loss token follows teacher_new (mask new_only); teacher_old unused"
     share = old_share["value"]
     if share is None:
         return f"undefined: {old_share['reason']}"
-    if share < LOW_OLD_SHARE:
+    # "Barely differ" holds only when the student starts AT teacher_new (zero gradient on the
+    # tokens that follow it); a fresh student is pulled towards teacher_new, not held there.
+    if share < LOW_OLD_SHARE and init == "new_adapter":
         return (
             f"MUSCLE can barely differ from new here: only {_percent(share)}% of loss tokens"
             " follow teacher_old"
@@ -184,9 +192,10 @@ def build_diagnostics(history: Sequence[dict[str, Any]], cfg: TrainCompatConfig)
             "temperature": cfg.temperature,
             "t_squared": cfg.t_squared,
             "mask_prompt": cfg.mask_prompt,
+            "student_init": cfg.student_init,
             "focal": None if cfg.focal is None else cfg.focal.model_dump(),
         },
-        "verdict": verdict(objective, overall["old_share"], cfg.mask),
+        "verdict": verdict(objective, overall["old_share"], cfg.mask, cfg.student_init),
         "low_old_share_threshold": LOW_OLD_SHARE,
         "total": overall,
         "epochs": epochs,
@@ -300,12 +309,19 @@ class RunResult(Protocol):
 
 
 def build_budget(
-    result: RunResult, optim: OptimSettings, *, n_train: int, num_processes: int
+    result: RunResult,
+    optim: OptimSettings,
+    *,
+    n_train: int,
+    num_processes: int,
+    student_init: str = "new_adapter",
 ) -> dict[str, Any]:
     """``budget.json`` from a finished :class:`~compatlm.train.loop.LoopResult`."""
     tokens = sum(int(r.get("counts", {}).get("loss_tokens", 0)) for r in result.history)
     return {
         "schema_version": SCHEMA_VERSION,
+        # Where the trained weights started: a control matches its run only from the same start.
+        "student_init": student_init,
         "optimizer_steps": result.global_step,
         "planned_optimizer_steps": result.planned_steps,
         "epochs": len(result.history),
@@ -348,7 +364,13 @@ def write_run_records(
     diag = build_diagnostics(result.history, cfg)
     if acc.is_main_process:
         atomic_write_json(out / DIAGNOSTICS, diag)
-        budget = build_budget(result, cfg.optim, n_train=n_train, num_processes=acc.num_processes)
+        budget = build_budget(
+            result,
+            cfg.optim,
+            n_train=n_train,
+            num_processes=acc.num_processes,
+            student_init=cfg.student_init,
+        )
         atomic_write_json(out / BUDGET, budget)
     acc.wait_for_everyone()
     return diag

@@ -75,7 +75,9 @@ def train_compat(
     out = start_run(acc, Path(out), cfg, overwrite=overwrite, resume=resume, warnings=warnings)
     set_seed(cfg.optim.seed)
     live_new = cfg.kd_weight > 0 and cfg.teacher_new == "live"  # else no second adapter
-    model, _ = load_student(new, runtime_for(acc, cfg.runtime), with_teacher=live_new)
+    model, _ = load_student(
+        new, runtime_for(acc, cfg.runtime), with_teacher=live_new, init=cfg.student_init
+    )
     teachers = set_up_teachers(cfg, acc, model, feats, tok, out)
     if acc.is_main_process:
         log.info("task %s: %d training and %d validation examples", task.name, len(train), len(val))
