@@ -39,22 +39,16 @@ sys.path.insert(0, str(Path(__file__).resolve().parent))
 
 from common import setup_logging
 from muscle_masks import (
-    ci_side,
     demo_setup,
     finish_study,
     paired_points,
     run_study,
     study_parser,
+    versus_control,
 )
 
 INITS = ("new_adapter", "fresh")
 CONTROL_PREFIX = "continue_ce.compat_init__"
-# MUSCLE − control: which side of 0 its seed-level interval lies on.
-VERDICTS = {
-    "below": "beats its control",
-    "above": "worse than its control",
-    None: "no measurable difference",
-}
 
 
 def point_key(p: dict[str, Any]) -> str:
@@ -65,32 +59,13 @@ def point_key(p: dict[str, Any]) -> str:
     return f"muscle/{p['knobs']['compat_init']}"
 
 
-def _mean(avg: dict[str, Any], point: str, key: str) -> float | None:
-    return avg[point][key]["mean"] if point in avg else None
-
-
 def verdicts(summary: dict[str, Any], cells: dict[str, Any], inits: list[str]) -> dict[str, Any]:
     avg = summary["averaged_over_tasks"]
-    by_init: dict[str, Any] = {}
-    for init in inits:
-        m, c = f"muscle/{init}", f"continue_ce/{init}"
-        if m not in avg or c not in avg:
-            continue
-        diff = paired_points(avg, m, c)
-        verdict = VERDICTS[ci_side(diff)]
-        passed = {task: pts[m]["passed_floor_seeds"] for task, pts in summary["per_task"].items()}
-        by_init[init] = {
-            "muscle_delta_nfr_percent": _mean(avg, m, "delta_nfr_percent"),
-            "control_delta_nfr_percent": _mean(avg, c, "delta_nfr_percent"),
-            "muscle_accuracy_change_points": _mean(avg, m, "accuracy_change_points"),
-            "control_accuracy_change_points": _mean(avg, c, "accuracy_change_points"),
-            "muscle_minus_control_delta_nfr_points": diff,
-            "muscle_passed_floor_seeds": passed,
-            "old_share": {
-                task: pts[m]["old_share"]["mean"] for task, pts in summary["per_task"].items()
-            },
-            "verdict": verdict,
-        }
+    by_init = {
+        init: v
+        for init in inits
+        if (v := versus_control(summary, f"muscle/{init}", f"continue_ce/{init}")) is not None
+    }
     # Does the fresh CE control reproduce new (same recipe, seed and data order)? Counted, not
     # assumed: where it does, MUSCLE-fresh vs new is already the same-budget comparison.
     same = total = 0

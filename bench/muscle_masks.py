@@ -354,6 +354,37 @@ def run_study(
     return doc, cells, summary
 
 
+# MUSCLE − control: which side of 0 its seed-level interval lies on.
+VERSUS_CONTROL = {
+    "below": "beats its control",
+    "above": "worse than its control",
+    None: "no measurable difference",
+}
+
+
+def versus_control(summary: dict[str, Any], point: str, control: str) -> dict[str, Any] | None:
+    """A MUSCLE point against its same-budget control on validation: both Δ%NFR and accuracy
+    changes (averaged over tasks), MUSCLE − control with its seed-level interval and verdict,
+    the seeds that passed the floor and the teacher_old share per task; None if either is
+    missing."""
+    avg, per_task = summary["averaged_over_tasks"], summary["per_task"]
+    if point not in avg or control not in avg:
+        return None
+    diff = paired_points(avg, point, control)
+    return {
+        "muscle_delta_nfr_percent": avg[point]["delta_nfr_percent"]["mean"],
+        "control_delta_nfr_percent": avg[control]["delta_nfr_percent"]["mean"],
+        "muscle_accuracy_change_points": avg[point]["accuracy_change_points"]["mean"],
+        "control_accuracy_change_points": avg[control]["accuracy_change_points"]["mean"],
+        "muscle_minus_control_delta_nfr_points": diff,
+        "muscle_passed_floor_seeds": {
+            t: pts[point]["passed_floor_seeds"] for t, pts in per_task.items()
+        },
+        "old_share": {t: pts[point]["old_share"]["mean"] for t, pts in per_task.items()},
+        "verdict": VERSUS_CONTROL[ci_side(diff)],
+    }
+
+
 def study_parser(doc: str, default_seeds: int) -> argparse.ArgumentParser:
     """The arguments every knob study takes (seeds, tasks, quick, out, threads)."""
     ap = argparse.ArgumentParser(description=doc.splitlines()[0])

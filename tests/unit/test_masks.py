@@ -43,6 +43,13 @@ def test_old_correct_marks_tokens_the_old_model_gets_right() -> None:
     assert mask_of("old_correct") == [[False, True, False, False]]
 
 
+def test_student_wrong_old_right_marks_only_tokens_the_old_model_can_repair() -> None:
+    # t1: student wrong, old right -> True; t2: both wrong -> False (student_wrong: True);
+    # t0: student right -> False; ignored -> False.
+    assert mask_of("student_wrong_old_right") == [[False, True, False, False]]
+    assert mask_of("student_wrong")[0][2] is True
+
+
 def test_old_only_marks_every_valid_token() -> None:
     assert mask_of("old_only") == [[True, True, True, False]]
 

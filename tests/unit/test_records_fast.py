@@ -104,7 +104,7 @@ def row_dicts(draw, n: int) -> list[dict[str, Any]]:
     for _ in range(draw(st.integers(0, 3))):
         row = out[draw(st.integers(0, n - 1))]
         what = draw(st.integers(0, 9))
-        if what == 0 and len(out) > 1:
+        if what == 0 and len(out) > 1 and "example_id" in out[0]:  # (an earlier draw may pop it)
             row["example_id"] = out[0]["example_id"]  # a duplicate id
         elif what == 1:
             row.pop(draw(st.sampled_from(sorted(row))))  # a key missing

@@ -17,6 +17,9 @@ Available masks (``MaskName``):
 - ``student_wrong`` — paper default: the student's argmax differs from the label, i.e. align to
   the old model exactly where the student is currently wrong.
 - ``old_correct`` — the old model's argmax equals the label.
+- ``student_wrong_old_right`` — both: the student is wrong *and* the old model right, i.e.
+  teacher_old only where following it can repair a token (not a mask of the paper's Table 7:
+  ``student_wrong`` also follows teacher_old where it is wrong too).
 - ``old_only`` — every valid token (plain distillation from the old model).
 - ``token_likelihood`` — p_student(label) < p_old(label), at temperature 1.
 - ``sequence_likelihood`` — per sequence: all valid tokens, when the student's summed label
@@ -43,6 +46,7 @@ from compatlm.errors import CompatlmError
 MaskName = Literal[
     "student_wrong",
     "old_correct",
+    "student_wrong_old_right",
     "old_only",
     "token_likelihood",
     "sequence_likelihood",
@@ -108,6 +112,12 @@ def _old_correct(student: Tensor, labels: Tensor, old: OldStats, valid: Tensor, 
     return old.argmax == labels
 
 
+def _student_wrong_old_right(
+    student: Tensor, labels: Tensor, old: OldStats, valid: Tensor, ig: int
+) -> Tensor:
+    return (student.argmax(dim=-1) != labels) & (old.argmax == labels)
+
+
 def _old_only(student: Tensor, labels: Tensor, old: OldStats, valid: Tensor, ig: int) -> Tensor:
     return valid.clone()
 
@@ -135,6 +145,7 @@ def _new_only(student: Tensor, labels: Tensor, old: OldStats, valid: Tensor, ig:
 MASKS: dict[str, MaskFn] = {
     "student_wrong": _student_wrong,
     "old_correct": _old_correct,
+    "student_wrong_old_right": _student_wrong_old_right,
     "old_only": _old_only,
     "token_likelihood": _token_likelihood,
     "sequence_likelihood": _sequence_likelihood,
