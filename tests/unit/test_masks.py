@@ -48,6 +48,10 @@ def test_student_wrong_old_right_marks_only_tokens_the_old_model_can_repair() ->
     # t0: student right -> False; ignored -> False.
     assert mask_of("student_wrong_old_right") == [[False, True, False, False]]
     assert mask_of("student_wrong")[0][2] is True
+    # Both right at t0 (old argmax 0 here): old_correct marks it, the repair mask does not.
+    old = OldStats.from_logits(logits_of([[[0.7, 0.2, 0.1]] * 4]), LABELS, IG)
+    assert compute_mask("old_correct", STUDENT, LABELS, old, ignore_index=IG)[0, 0]
+    assert not compute_mask("student_wrong_old_right", STUDENT, LABELS, old, ignore_index=IG)[0, 0]
 
 
 def test_old_only_marks_every_valid_token() -> None:
