@@ -96,9 +96,7 @@ def main() -> None:
     args = ap.parse_args()
     setup_logging()
 
-    cfg, seeds, out, machine = demo_setup(
-        args, {"compat_init": args.inits}, [], "init", default_seeds=5
-    )
+    cfg, seeds, out, machine = demo_setup(args, {"compat_init": args.inits}, [], "init")
     if args.budget == "task":
         t = cfg.training
         cfg = cfg.model_copy(

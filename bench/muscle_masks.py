@@ -298,14 +298,14 @@ def demo_setup(
     grid: dict[str, list[Any]],
     extra: list[str],
     name: str,
-    default_seeds: int,
 ) -> tuple[Any, list[int], Path, dict[str, Any]]:
-    """The knob studies' demo config (``select.grid`` = ``grid``, no alternatives), seeds, demo
-    directory (``runs/bench-<name>``, a temp one with ``--quick``), threads and machine facts."""
+    """The knob studies' demo config (``select.grid`` = ``grid``, no alternatives), seeds (the
+    :func:`study_parser` default unless given), demo directory (``runs/bench-<name>``, a temp
+    one with ``--quick``), threads and machine facts."""
     from compatlm.config import apply_overrides, build_config
     from compatlm.demo.pipeline import DemoConfig, quick_defaults
 
-    seeds = list(range(args.seeds or (2 if args.quick else default_seeds)))
+    seeds = list(range(args.seeds or (2 if args.quick else args.default_seeds)))
     out = args.out or (
         Path(tempfile.mkdtemp(prefix=f"compatlm_{name}_")) / "demo"
         if args.quick
@@ -393,6 +393,7 @@ def study_parser(doc: str, default_seeds: int) -> argparse.ArgumentParser:
     ap.add_argument("--quick", action="store_true", help="quick family, 2 seeds, temp result")
     ap.add_argument("--out", type=Path, default=None, help="demo directory (resumable)")
     ap.add_argument("--threads", type=int, default=2)
+    ap.set_defaults(default_seeds=default_seeds)  # read by demo_setup: one place per study
     return ap
 
 
@@ -413,7 +414,7 @@ def main() -> None:
     setup_logging()
 
     grid = {"mask": args.masks, "compat_mask_prompt": [True, False]}
-    cfg, seeds, out, machine = demo_setup(args, grid, args.overrides, "masks", default_seeds=5)
+    cfg, seeds, out, machine = demo_setup(args, grid, args.overrides, "masks")
     doc, _, summary = run_study(cfg, out, seeds, args.tasks, point_key, "muscle_masks")
     doc |= {"overrides": args.overrides, "verdicts": verdicts(summary, cfg.select.accuracy_floor)}
     finish_study(args.name, args.quick, doc, machine)

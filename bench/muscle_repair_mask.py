@@ -69,7 +69,7 @@ def main() -> None:
     args = ap.parse_args()
     setup_logging()
 
-    cfg, seeds, out, machine = demo_setup(args, {"mask": args.masks}, [], "repair", default_seeds=5)
+    cfg, seeds, out, machine = demo_setup(args, {"mask": args.masks}, [], "repair")
     doc, _, summary = run_study(cfg, out, seeds, args.tasks, point_key, "muscle_repair_mask")
     t = cfg.training
     doc |= {

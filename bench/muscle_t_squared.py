@@ -108,7 +108,7 @@ def main() -> None:
     setup_logging()
 
     grid = {"t_squared": [False, True], "kd_weight": args.kd_weights}
-    cfg, seeds, out, machine = demo_setup(args, grid, [], "tsq", default_seeds=3)
+    cfg, seeds, out, machine = demo_setup(args, grid, [], "tsq")
     doc, cells, summary = run_study(cfg, out, seeds, args.tasks, point_key, "muscle_t_squared")
     doc |= {
         "mask": cfg.mask,
