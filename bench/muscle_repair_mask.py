@@ -33,7 +33,7 @@ from typing import Any
 sys.path.insert(0, str(Path(__file__).resolve().parent))
 
 from common import setup_logging
-from muscle_masks import (
+from knob_study import (
     demo_setup,
     finish_study,
     paired_points,

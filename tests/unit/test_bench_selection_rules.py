@@ -1,5 +1,5 @@
 """The rules two bench studies apply to validation numbers: the mask ablation's verdicts
-(``bench/muscle_masks.py``) and the real-base study's MUSCLE row when no grid point passes the
+(``bench/muscle_masks.py``, reading cells through ``bench/knob_study.py``) and the real-base study's MUSCLE row when no grid point passes the
 accuracy floor (``bench/real_update.py``). Both read validation data only; the inputs here are
 hand-made selection documents whose expected outcome is worked out in the comments."""
 
@@ -14,6 +14,7 @@ import pytest
 
 sys.path.insert(0, str(Path(__file__).resolve().parents[2] / "bench"))
 
+import knob_study as ks
 import muscle_masks as mm
 
 
@@ -65,8 +66,8 @@ def _demo(tmp_path: Path, per_seed_nfr: dict[str, list[int]], acc: dict[str, int
 
 
 def _verdicts(tmp_path, nfr, acc=None):
-    cells = mm.point_cells(_demo(tmp_path, nfr, acc or {}), [0, 1], ["t"])
-    return mm.verdicts(mm.summarize_points(cells, [0, 1]), -0.5), cells
+    cells = ks.point_cells(_demo(tmp_path, nfr, acc or {}), [0, 1], ["t"], key=mm.point_key)
+    return mm.verdicts(ks.summarize_points(cells, [0, 1]), -0.5), cells
 
 
 BASE = {f"{m}/prompt_{p}": [20, 20] for m in mm.MASKS for p in ("true", "false")}
