@@ -280,3 +280,28 @@ def test_predictions_that_disagree_with_metrics_are_refused(tmp_path, demo_root)
 def test_a_missing_eval_run_is_named(tmp_path):
     with pytest.raises(CompatlmError, match=r"seed3/eval/metrics.json: missing"):
         build_evidence(tmp_path, [3], ["a"])
+
+
+def test_stability_section_over_seeds(evidence):
+    """Both seeds share one old adapter's predictions here, so retraining flips nothing and
+    every instance old gets right (a0..a5) is stable; task b is judged by similarity flips."""
+    st = evidence["stability"]
+    assert set(st["tasks"]) == {"a"} and "similarity" in st["left_out"]["b"]
+    a = st["tasks"]["a"]
+    assert a["old_stable"] == {"value": 0.6, "numerator": 6, "denominator": 10}
+    s0, s1 = a["per_seed"]["0"], a["per_seed"]["1"]
+    assert s0["retrain_old"] == {"value": 0.0, "numerator": 0, "denominator": 10}
+    # new wrong on a0..a3 (seed 0) and a0..a1 (seed 1): all on stable instances
+    assert [s["roles"]["new"]["stable"]["numerator"] for s in (s0, s1)] == [4, 2]
+    assert s0["roles"]["new"]["unstable"]["numerator"] == 0
+    # muscle 2 and 1 stable flips: −50 % vs new in both seeds
+    muscle = a["seed_level"]["roles"]["muscle"]["stable"]["delta_vs_new_percent"]
+    assert (muscle["mean"], muscle["n_seeds"]) == (-50.0, 2)
+
+
+def test_one_seed_has_no_stability_section(tmp_path):
+    run = tmp_path / "seed0" / "eval"
+    for role, correct in (("old", OLD_A), ("new", _wrong_on(4))):
+        _write(run / "predictions" / "a" / f"{role}.jsonl", _mc_rows(correct))
+    compare_run(run, CompareConfig(bootstrap=20))
+    assert build_evidence(tmp_path, [0], ["a"], bootstrap=20)["stability"] is None

@@ -175,3 +175,35 @@ def test_p_vs_new_with_one_seed_is_mcnemar_and_undefined_without_spread(tmp_path
     write_summary(other, runs, ["t"])
     p = json.loads((other / "summary.json").read_text())["tasks"]["t"]["cand"]["p_vs_new"]
     assert p["value"] is None and "same in every seed" in p["reason"]
+
+
+def test_stability_table_in_both_pages_escaped(tmp_path):
+    """The stability section (built by compatlm.demo.stability from two seeds' predictions)
+    becomes a table: update NFR 50 % in both seeds, old vs old 0 %, every update flip stable,
+    and a candidate named like markup with −50 % of the stable flips."""
+    from compatlm.demo.stability import build_stability
+
+    runs = {s: _seed(tmp_path, s, 0.10, 0.05, 1.0) for s in (0, 1)}
+    for run in runs.values():
+        for role, correct in (("old", [1, 1, 0, 0]), ("new", [0, 0, 0, 1]), ("<b>c", [1, 0, 0, 1])):
+            path = run / "predictions" / "t" / f"{role}.jsonl"
+            path.parent.mkdir(parents=True, exist_ok=True)
+            rows = [{"example_id": f"x{i}", "correct": bool(c)} for i, c in enumerate(correct)]
+            path.write_text("".join(json.dumps(r) + "\n" for r in rows))
+    stability = build_stability(tmp_path, [0, 1], {"t": "negative_flip_rate"})
+    write_summary(tmp_path, runs, ["t"], stability=stability)
+    md = (tmp_path / "report.md").read_text()
+    assert "## Retraining noise and stable flips" in md
+    assert (
+        "| t | 50.00 ± 0.00 | 0.00 ± 0.00 | 0.00 ± 0.00 | 100 ± 0 % | &lt;b&gt;c -50.0 ± 0.0 % / n/a |"
+        in md
+    )
+    page = (tmp_path / "report.html").read_text()
+    assert "Retraining noise and stable flips" in page
+    assert "<b>c" not in page and "&lt;b&gt;c" in page
+    assert json.loads((tmp_path / "summary.json").read_text())["stability"] == stability
+
+
+def test_one_seed_has_no_stability_table(tmp_path):
+    write_summary(tmp_path, {0: _seed(tmp_path, 0, 0.1, 0.05, 1.0)}, ["t"], stability=None)
+    assert "Retraining noise" not in (tmp_path / "report.md").read_text()

@@ -14,6 +14,9 @@ runs' ``diagnostics.json``):
 - per task and averaged over tasks: the same numbers across seeds as a level
   (:func:`~compatlm.eval.seeds.summarise_seeds`: mean, sd, t-interval over seeds) and per-seed
   paired differences (:func:`~compatlm.eval.seeds.seed_difference_test`);
+- with two or more seeds, ``stability`` (:mod:`compatlm.demo.stability`): how often old adapters
+  of different seeds flip against each other (retraining noise) beside the update's flips, and
+  each role's flips split into instances every seed's old adapter knows and the rest;
 - averaged over tasks and seeds: a cluster-bootstrap CI of Δ%NFR (muscle vs new, continue_ce vs
   new, and their difference) — test groups are resampled within each task, the same draw for
   every seed (the seeds share one test set), tasks independently (:mod:`compatlm.eval.stats`).
@@ -38,6 +41,7 @@ from compatlm.demo.evidence_cells import comparison as comparison
 from compatlm.demo.evidence_cells import complete_tasks as complete_tasks
 from compatlm.demo.evidence_cells import usable_tasks as usable_tasks
 from compatlm.demo.selection import primary_nfr
+from compatlm.demo.stability import build_stability
 from compatlm.errors import CompatlmError
 from compatlm.eval.seeds import seed_difference_test, summarise_seeds
 from compatlm.io import atomic_write_json
@@ -305,6 +309,11 @@ def build_evidence(
     boot = delta_percent_bootstrap(
         runs, docs, cells, KEY_PAIRS, bootstrap=bootstrap, confidence=confidence, rng_seed=rng_seed
     )
+    # Each task's NFR metric, from the first seed's old-vs-new comparison (the same in all).
+    metrics = {
+        t: primary_nfr(c)[0] if (c := comparison(docs[seeds[0]], t, "old", "new")) else "none"
+        for t in tasks
+    }
     return {
         "schema_version": SCHEMA_VERSION,
         "seeds": seeds,
@@ -322,6 +331,8 @@ def build_evidence(
         "per_task": {t: task_level(cells[t]) for t in tasks},
         "averaged_over_tasks": averaged(cells, len(seeds)) | {"cluster_bootstrap": boot},
         "diagnostics": {"muscle_old_share_pooled": pooled_old_share(cells)},
+        # retraining noise and the stable part of each role's flips; null with one seed
+        "stability": build_stability(root, seeds, metrics),
         "missing": missing_cells(cells, seeds),
     }
 

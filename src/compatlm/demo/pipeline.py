@@ -29,6 +29,7 @@ was in.
 
 from __future__ import annotations
 
+import json
 import logging
 from pathlib import Path
 from typing import Any, Literal
@@ -242,9 +243,10 @@ def run_demo(cfg: DemoConfig, out: str | Path, *, overwrite: bool = False) -> Pa
     notes = ([skipped] if skipped else []) + [n for r in seeds.values() for n in r.notes]
     if family.build.get("status") == "differs":
         notes.insert(0, family.build["message"])
-    report = write_summary(out, {s: r.run for s, r in seeds.items()}, tasks, notes=notes)
-    write_evidence(out, list(seeds), tasks)
-    return report
+    # Evidence first: the summary page shows its stability section (two or more seeds).
+    evidence = json.loads(write_evidence(out, list(seeds), tasks).read_text(encoding="utf-8"))
+    runs = {s: r.run for s, r in seeds.items()}
+    return write_summary(out, runs, tasks, notes=notes, stability=evidence["stability"])
 
 
 def quick_defaults() -> dict[str, Any]:

@@ -242,10 +242,15 @@ def _context(out: Path, runs: dict[int, Path], docs: dict[int, dict], envs: dict
 
 
 def write_summary(
-    out: Path, runs: dict[int, Path], tasks: list[str], notes: list[str] | None = None
+    out: Path,
+    runs: dict[int, Path],
+    tasks: list[str],
+    notes: list[str] | None = None,
+    stability: dict[str, Any] | None = None,
 ) -> Path:
     """Write summary.json, report.md, report.html and the plot into ``out``; returns
-    report.md."""
+    report.md. ``stability`` is ``evidence.json``'s section of that name (null with one seed),
+    shown as its own table."""
     from compatlm.report.demo import front_plot, render_html, render_markdown
 
     docs = {
@@ -263,6 +268,7 @@ def write_summary(
         role: overall(summary, role) for role in summary["roles"] if role != "new"
     }
     summary["context"] = _context(out, runs, docs, envs)
+    summary["stability"] = stability
     summary["per_seed"] = {
         str(seed): {f"{t}/{r}": row for (t, r), row in rows.items()}
         for seed, rows in per_seed.items()

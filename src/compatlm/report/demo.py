@@ -6,7 +6,9 @@ banner, one verdict sentence per task, what was compared, the decision metric pe
 version and date. Then the tables in the paper's Tables 4–6 shape — classification tasks with
 accuracy, NFR, ΔNFR, Δ%NFR, PFR and p vs new; similarity tasks with S, sNFR, sPFR and
 m_g/m_r and no accuracy or p (:mod:`compatlm.report.primary`) — the share of loss tokens each
-compat candidate sent to teacher_old, and the NFR-vs-accuracy plot per task. Numbers are
+compat candidate sent to teacher_old, with two or more seeds the retraining-noise table
+(:mod:`compatlm.demo.stability`), and the NFR-vs-accuracy plot per task. The tables' rows are
+built in :mod:`compatlm.report.demo_tables`. Numbers are
 formatted as in the seed reports (rates in percent with two decimals, S with three), so the
 page and a seed's report agree. Role and task names are data and escaped like everywhere else.
 """
@@ -18,125 +20,23 @@ from collections.abc import Callable
 from typing import Any
 
 from compatlm.report.context import is_control, short_date
+from compatlm.report.demo_tables import (
+    CLS_HEADER,
+    DIAG_HEADER,
+    SIM_HEADER,
+    STAB_HEADER,
+    _same,
+    diagnostics_rows,
+    fmt,
+    similarity_rows,
+    stability_rows,
+    table_rows,
+)
 from compatlm.report.fmt import LEGEND, name
 from compatlm.report.header import GIT_CHARS, Header, gate_banner
 from compatlm.report.verdict import Level, sentence
 
 TITLE = "compatlm demo: a base-model update and what MUSCLE does about it"
-CLS_HEADER = [
-    "Task",
-    "Model",
-    "Acc old",
-    "Acc",
-    "NFR",
-    "ΔNFR",
-    "Δ%NFR",
-    "PFR",
-    "p vs new",
-    "Cost s",
-]
-SIM_HEADER = [
-    "Task",
-    "Model",
-    "S old",
-    "S",
-    "sNFR",
-    "ΔsNFR",
-    "Δ%sNFR",
-    "sPFR",
-    "m_g",
-    "m_r",
-    "Cost s",
-]
-DIAG_HEADER = ["Task", "Candidate", "Objective", "→ teacher_old", "Verdict of the training run"]
-
-
-def _same(text: str) -> str:
-    return text
-
-
-def fmt(x: dict[str, Any] | float | None, scale: float = 100.0, digits: int = 2) -> str:
-    """``mean ± 95% half-width`` of a seed summary (or a plain number), scaled."""
-    if isinstance(x, dict):
-        if x.get("mean") is None:
-            return "n/a"
-        text = f"{scale * x['mean']:.{digits}f}"
-        if x.get("ci"):
-            text += f" ± {scale * (x['ci'][1] - x['mean']):.{digits}f}"
-        return text
-    return "n/a" if x is None else f"{scale * x:.{digits}f}"
-
-
-def _delta(e: dict[str, Any], vanilla: bool) -> tuple[str, str]:
-    if vanilla:
-        return "—", "—"
-    return fmt(e["delta_nfr"], 100.0), fmt(e["delta_nfr_percent"], 1.0, 1)
-
-
-def table_rows(summary: dict[str, Any], esc: Callable[[str], str] = _same) -> list[list[str]]:
-    """Classification tasks (multiple choice, exact match), percent, mean ± half-width."""
-    rows = []
-    for task, entry in summary["tasks"].items():
-        for role, e in entry.items():
-            if e.get("similarity"):
-                continue
-            p = e["p_vs_new"]["value"]
-            vanilla = role == "new"
-            rows.append(
-                [
-                    name(task, esc),
-                    name(role, esc),
-                    fmt(e["acc_old"]),
-                    fmt(e["acc"]),
-                    fmt(e["primary_nfr"]),
-                    *_delta(e, vanilla),
-                    fmt(e["primary_pfr"]),
-                    "—" if vanilla or p is None else f"{p:.3g}",
-                    fmt(e["seconds"]["mean"], 1.0, 0),
-                ]
-            )
-    return rows
-
-
-def similarity_rows(summary: dict[str, Any], esc: Callable[[str], str] = _same) -> list[list[str]]:
-    """Similarity tasks (MUSCLE's Table 6 shape): S and m_g/m_r as scores, rates in percent."""
-    rows = []
-    for task, entry in summary["tasks"].items():
-        for role, e in entry.items():
-            if not e.get("similarity"):
-                continue
-            rows.append(
-                [
-                    name(task, esc),
-                    name(role, esc),
-                    fmt(e["score_old"], 1.0, 3),
-                    fmt(e["score"], 1.0, 3),
-                    fmt(e["primary_nfr"]),
-                    *_delta(e, role == "new"),
-                    fmt(e["primary_pfr"]),
-                    fmt(e["m_g"], 1.0, 3),
-                    fmt(e["m_r"], 1.0, 3),
-                    fmt(e["seconds"]["mean"], 1.0, 0),
-                ]
-            )
-    return rows
-
-
-def diagnostics_rows(summary: dict[str, Any], esc: Callable[[str], str] = _same) -> list[list[str]]:
-    rows = []
-    for task, entry in summary["tasks"].items():
-        for role, e in entry.items():
-            if e.get("objective") is None and not e.get("verdicts"):
-                continue
-            share = (
-                fmt(e.get("old_share")) + "%"
-                if (e.get("old_share") or {}).get("mean") is not None
-                else "n/a"
-            )
-            verdicts = " / ".join(e.get("verdicts") or []) or "not recorded"
-            rows.append([name(task, esc), name(role, esc), name(e.get("objective"), esc), share,
-                         name(verdicts, esc)])  # fmt: skip
-    return rows
 
 
 def _level(e: dict[str, Any], seeds: int) -> Level:
@@ -264,6 +164,15 @@ INTRO = (
 )
 
 
+STABILITY_TEXT = (
+    "Test split, percent, mean ± 95% t-interval half-width over seeds. Old vs old = negative"
+    " flips between old adapters of two seeds (retraining alone, no base update; the seeds"
+    " share adapters, so that interval is somewhat optimistic). Stable = instances the old"
+    " adapter of every seed answers correctly: a flip there is a regression of the version, the"
+    " kind a compatibility method is meant to undo; the rest are flips retraining makes anyway."
+)
+
+
 def render_markdown(summary: dict[str, Any], seed_reports: dict[int, str], plot: str | None) -> str:
     from compatlm.report.markdown import header_markdown, md_escape, table
 
@@ -279,6 +188,10 @@ def render_markdown(summary: dict[str, Any], seed_reports: dict[int, str], plot:
     if h.diagnostics:
         lines += ["## What the candidates were trained on", "",
                   table(DIAG_HEADER, h.diagnostics), ""]  # fmt: skip
+    stab = stability_rows(summary, md_escape)
+    if stab:
+        lines += ["## Retraining noise and stable flips", "", STABILITY_TEXT, ""]
+        lines += [table(STAB_HEADER, stab), ""]
     if plot:
         lines += [f"![NFR vs accuracy per task]({plot})", ""]
     lines += ["Legend: " + "; ".join(f"**{k}** {v}" for k, v in LEGEND), ""]
@@ -312,6 +225,10 @@ def render_html(summary: dict[str, Any], seed_reports: dict[int, str], png: byte
     if h.diagnostics:
         parts += ["<h2>What the candidates were trained on</h2>",
                   table(DIAG_HEADER, h.diagnostics, raw=True)]  # fmt: skip
+    stab = stability_rows(summary)  # table() escapes the cells
+    if stab:
+        parts += ["<h2>Retraining noise and stable flips</h2>"]
+        parts += [f'<p class="muted">{esc(STABILITY_TEXT)}</p>', table(STAB_HEADER, stab)]
     if png is not None:
         parts += ["<h2>NFR vs accuracy per task</h2>", img(png, "NFR vs accuracy per task")]
     parts.append(
