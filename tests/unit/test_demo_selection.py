@@ -144,7 +144,7 @@ def test_generative_tasks_are_selected_on_similarity_flips():
         ({"mask": ["nope"]}, "field 'mask'"),
         ({"kd_weight": [0.0]}, "kd_weight 0 is continue_ce"),
         ({"mask": ["new_only"]}, "mask new_only is kd_new"),
-        ({"temperature": [-1.0]}, "field 'temperature'"),
+        ({"temperature": [-1.0]}, r"select\.grid\.temperature: Input should be greater than 0"),
     ],
 )
 def test_bad_grid_values_are_refused_before_training(grid, message):
