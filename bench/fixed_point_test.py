@@ -33,7 +33,7 @@ sys.path.insert(0, str(Path(__file__).resolve().parent))
 from common import default_out, machine_info, set_threads, setup_logging, write_result
 
 
-def test_models(selection: dict[str, Any], point: str) -> dict[str, str]:
+def look_models(selection: dict[str, Any], point: str) -> dict[str, str]:
     """old, new, the point as ``muscle`` and its same-budget control, from a selection file."""
     by_name = {p["name"]: p for p in selection["points"]}
     if point not in by_name:
@@ -82,7 +82,7 @@ def main() -> None:
         cfgs = []
         for task in tasks:
             sel_path = args.demo / f"seed{seed}" / "selection" / f"{task}.json"
-            models = test_models(json.loads(sel_path.read_text(encoding="utf-8")), args.point)
+            models = look_models(json.loads(sel_path.read_text(encoding="utf-8")), args.point)
             cfgs.append(task_cfg(family, task, "test").with_models(models))
         ecfg = EvalConfig(
             old=str(family.old_dir),

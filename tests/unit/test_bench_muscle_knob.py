@@ -105,3 +105,33 @@ def test_other_knob_shares_one_control(tmp_path: Path) -> None:
 def test_values_from_the_command_line() -> None:
     assert [mk.parse_value(x) for x in ("1", "2.5", "true", "fresh")] == [1, 2.5, True, "fresh"]
     assert mk.value_key(True) == "true" and mk.value_key(2.0) == "2.0"
+
+
+def test_fixed_point_test_picks_the_point_and_its_own_control() -> None:
+    """The test look evaluates the named point with the control of *its* budget."""
+    import fixed_point_test as fpt
+
+    def spec(name: str) -> dict:
+        return {"name": name, "spec": f"spec:{name}", "knobs": None, "kind": "control"}
+
+    one, two = {"compat_epochs": 1}, {"compat_epochs": 2}
+    sel = {
+        "task": "t",
+        "old": {"spec": "spec:old"},
+        "new": {"spec": "spec:new"},
+        "points": [
+            {"name": role_of(one), "spec": "spec:m1", "knobs": one, "kind": "candidate"},
+            {"name": role_of(two), "spec": "spec:m2", "knobs": two, "kind": "candidate"},
+            spec(control_role(one)),
+            spec(control_role(two)),
+        ],
+    }
+    models = fpt.look_models(sel, role_of(two))
+    assert models == {
+        "old": "spec:old",
+        "new": "spec:new",
+        "muscle": "spec:m2",
+        "continue_ce": f"spec:{control_role(two)}",
+    }
+    with pytest.raises(SystemExit, match="no point 'muscle.nope'"):
+        fpt.look_models(sel, "muscle.nope")
