@@ -25,12 +25,12 @@ from compatlm.report.demo_tables import (
     DIAG_HEADER,
     SIM_HEADER,
     STAB_HEADER,
-    _same,
     diagnostics_rows,
     fmt,
     similarity_rows,
     stability_rows,
     table_rows,
+    verbatim,
 )
 from compatlm.report.fmt import LEGEND, name
 from compatlm.report.header import GIT_CHARS, Header, gate_banner
@@ -46,7 +46,7 @@ def _level(e: dict[str, Any], seeds: int) -> Level:
     return Level(m.get("mean"), ci, "95% t-interval", detail)
 
 
-def verdicts(summary: dict[str, Any], esc: Callable[[str], str] = _same) -> list[str]:
+def verdicts(summary: dict[str, Any], esc: Callable[[str], str] = verbatim) -> list[str]:
     out = []
     for task, entry in summary["tasks"].items():
         base = entry.get("new")

@@ -43,7 +43,8 @@ SIM_HEADER = [
 DIAG_HEADER = ["Task", "Candidate", "Objective", "→ teacher_old", "Verdict of the training run"]
 
 
-def _same(text: str) -> str:
+def verbatim(text: str) -> str:
+    """The cell text unchanged (the HTML table escapes cells itself)."""
     return text
 
 
@@ -65,7 +66,7 @@ def _delta(e: dict[str, Any], vanilla: bool) -> tuple[str, str]:
     return fmt(e["delta_nfr"], 100.0), fmt(e["delta_nfr_percent"], 1.0, 1)
 
 
-def table_rows(summary: dict[str, Any], esc: Callable[[str], str] = _same) -> list[list[str]]:
+def table_rows(summary: dict[str, Any], esc: Callable[[str], str] = verbatim) -> list[list[str]]:
     """Classification tasks (multiple choice, exact match), percent, mean ± half-width."""
     rows = []
     for task, entry in summary["tasks"].items():
@@ -90,7 +91,9 @@ def table_rows(summary: dict[str, Any], esc: Callable[[str], str] = _same) -> li
     return rows
 
 
-def similarity_rows(summary: dict[str, Any], esc: Callable[[str], str] = _same) -> list[list[str]]:
+def similarity_rows(
+    summary: dict[str, Any], esc: Callable[[str], str] = verbatim
+) -> list[list[str]]:
     """Similarity tasks (MUSCLE's Table 6 shape): S and m_g/m_r as scores, rates in percent."""
     rows = []
     for task, entry in summary["tasks"].items():
@@ -114,7 +117,9 @@ def similarity_rows(summary: dict[str, Any], esc: Callable[[str], str] = _same) 
     return rows
 
 
-def diagnostics_rows(summary: dict[str, Any], esc: Callable[[str], str] = _same) -> list[list[str]]:
+def diagnostics_rows(
+    summary: dict[str, Any], esc: Callable[[str], str] = verbatim
+) -> list[list[str]]:
     rows = []
     for task, entry in summary["tasks"].items():
         for role, e in entry.items():
@@ -146,7 +151,9 @@ def _pct(x: dict[str, Any]) -> str:
     return fmt(x, 1.0, 1) + " %" if x.get("mean") is not None else "n/a"
 
 
-def stability_rows(summary: dict[str, Any], esc: Callable[[str], str] = _same) -> list[list[str]]:
+def stability_rows(
+    summary: dict[str, Any], esc: Callable[[str], str] = verbatim
+) -> list[list[str]]:
     """Per task: the update's NFR beside retraining's (old adapters of two seeds), the share of
     the update's flips on instances every old seed knows, and each candidate's Δ% vs new on
     those (stable) and the other (unstable) instances."""
