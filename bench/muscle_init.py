@@ -39,6 +39,7 @@ sys.path.insert(0, str(Path(__file__).resolve().parent))
 
 from common import setup_logging
 from knob_study import (
+    T2,
     demo_setup,
     finish_study,
     paired_points,
@@ -96,7 +97,7 @@ def main() -> None:
     args = ap.parse_args()
     setup_logging()
 
-    cfg, seeds, out, machine = demo_setup(args, {"compat_init": args.inits}, [], "init")
+    cfg, seeds, out, machine = demo_setup(args, {"compat_init": args.inits}, [T2], "init")
     if args.budget == "task":
         t = cfg.training
         cfg = cfg.model_copy(

@@ -2,7 +2,7 @@
 
 The generic knob study: one ``compatlm demo`` (library call) on the default family over seeds
 0..N-1 with ``select.grid = {<knob>: <values>}`` and every other setting the demo's (mask
-``student_wrong``, T = 2, λ = 1, compat budget 2 epochs at lr 1e-3, unless overridden). A knob
+``student_wrong``, T = 1, λ = 1, compat budget 2 epochs at lr 1e-3, unless overridden). A knob
 that changes which steps or tokens are trained (a budget knob: ``compat_epochs``, ``compat_lr``,
 ``compat_mask_prompt``, ``compat_init``) gets one ``continue_ce`` per value; any other knob
 shares one. Every number is read from the seeds' selection files, i.e. the **validation**

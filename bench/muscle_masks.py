@@ -50,6 +50,7 @@ sys.path.insert(0, str(Path(__file__).resolve().parent))
 
 from common import setup_logging
 from knob_study import (
+    T2,
     demo_setup,
     finish_study,
     paired,
@@ -171,7 +172,7 @@ def main() -> None:
     setup_logging()
 
     grid = {"mask": args.masks, "compat_mask_prompt": [True, False]}
-    cfg, seeds, out, machine = demo_setup(args, grid, args.overrides, "masks")
+    cfg, seeds, out, machine = demo_setup(args, grid, [T2, *args.overrides], "masks")
     doc, _, summary = run_study(cfg, out, seeds, args.tasks, point_key, "muscle_masks")
     doc |= {"overrides": args.overrides, "verdicts": verdicts(summary, cfg.select.accuracy_floor)}
     finish_study(args.name, args.quick, doc, machine)

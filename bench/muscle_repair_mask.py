@@ -34,6 +34,7 @@ sys.path.insert(0, str(Path(__file__).resolve().parent))
 
 from common import setup_logging
 from knob_study import (
+    T2,
     demo_setup,
     finish_study,
     paired_points,
@@ -69,7 +70,7 @@ def main() -> None:
     args = ap.parse_args()
     setup_logging()
 
-    cfg, seeds, out, machine = demo_setup(args, {"mask": args.masks}, [], "repair")
+    cfg, seeds, out, machine = demo_setup(args, {"mask": args.masks}, [T2], "repair")
     doc, _, summary = run_study(cfg, out, seeds, args.tasks, point_key, "muscle_repair_mask")
     t = cfg.training
     doc |= {

@@ -41,6 +41,7 @@ sys.path.insert(0, str(Path(__file__).resolve().parent))
 
 from common import setup_logging
 from knob_study import (
+    T2,
     ci_side,
     demo_setup,
     finish_study,
@@ -108,7 +109,7 @@ def main() -> None:
     setup_logging()
 
     grid = {"t_squared": [False, True], "kd_weight": args.kd_weights}
-    cfg, seeds, out, machine = demo_setup(args, grid, [], "tsq")
+    cfg, seeds, out, machine = demo_setup(args, grid, [T2], "tsq")
     doc, cells, summary = run_study(cfg, out, seeds, args.tasks, point_key, "muscle_t_squared")
     doc |= {
         "mask": cfg.mask,
