@@ -305,3 +305,25 @@ def test_compat_init_is_a_budget_knob_that_reaches_every_compat_run():
     assert compat_settings(DemoConfig())["student_init"] == "new_adapter"  # the paper's A.1
     with pytest.raises(CompatlmError, match="compat_init"):
         point_config(cfg, {"compat_init": "scratch"})
+
+
+def test_pct_has_its_own_temperature_apart_from_muscles(monkeypatch, tmp_path):
+    """The temperature study measured MUSCLE only: PCT trains at ``pct_temperature``, MUSCLE's
+    compat settings at ``temperature``."""
+    import compatlm.train.recipes.compat as compat_recipe
+    from compatlm.config import TaskConfig
+    from compatlm.demo.alternatives import train_pct
+
+    seen = {}
+
+    def fake_train(ccfg, out, resume):
+        seen["cfg"] = ccfg
+        return out
+
+    monkeypatch.setattr(compat_recipe, "train_compat", fake_train)
+    cfg = DemoConfig(temperature=1.0, pct_temperature=3.0)
+    task = TaskConfig(name="t", kind="multiple_choice", path=str(tmp_path / "t.jsonl"))
+    train_pct(cfg, task, "old+a", "new+b", 0, tmp_path / "pct")
+    assert seen["cfg"].temperature == 3.0
+    assert DemoConfig().pct_temperature == 2.0 and DemoConfig().temperature == 1.0
+    assert compat_settings(cfg)["temperature"] == 1.0
