@@ -392,6 +392,11 @@ def profile_summary(prof: Any, top: int = 14) -> dict[str, Any]:
     return out
 
 
+def demo_seeds(demo: Path) -> list[int]:
+    """The seeds a demo directory holds (its ``seed<S>`` subdirectories), in order."""
+    return sorted(int(p.name[4:]) for p in demo.glob("seed*") if p.name[4:].isdigit())
+
+
 def default_out(name: str, quick: bool) -> Path:
     """Committed results for full runs; a temp file for ``--quick`` smoke runs."""
     if quick:

@@ -30,7 +30,14 @@ from typing import Any
 
 sys.path.insert(0, str(Path(__file__).resolve().parent))
 
-from common import default_out, machine_info, set_threads, setup_logging, write_result
+from common import (
+    default_out,
+    demo_seeds,
+    machine_info,
+    set_threads,
+    setup_logging,
+    write_result,
+)
 
 
 def look_models(selection: dict[str, Any], point: str) -> dict[str, str]:
@@ -74,7 +81,7 @@ def main() -> None:
     machine = machine_info(threads=args.threads)
     conf = json.loads((args.demo / "demo.json").read_text(encoding="utf-8"))["config"]
     family = build_or_load_family(FamilyRecipe.named(conf["family"], quick=conf["quick"]))
-    seeds = sorted(int(p.name[4:]) for p in args.demo.glob("seed*") if p.name[4:].isdigit())
+    seeds = demo_seeds(args.demo)
     tasks = conf["tasks"]
     root = args.demo / "fixed" / args.point
     t0 = time.perf_counter()

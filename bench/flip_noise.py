@@ -45,16 +45,12 @@ from typing import Any
 
 sys.path.insert(0, str(Path(__file__).resolve().parent))
 
-from common import default_out, machine_info, portable, write_result
+from common import default_out, demo_seeds, machine_info, portable, write_result
 
 from compatlm.demo.stability import load_task, task_stability
 from compatlm.errors import CompatlmError
 
 SPLITS = {"validation": "validation", "test": "eval"}  # split -> directory in a seed run
-
-
-def seeds_of(demo: Path) -> list[int]:
-    return sorted(int(p.name[4:]) for p in demo.glob("seed*") if p.name[4:].isdigit())
 
 
 def main() -> None:
@@ -65,7 +61,7 @@ def main() -> None:
     ap.add_argument("--name", default="flip_noise", help="result file name in bench/results")
     args = ap.parse_args()
 
-    seeds = seeds_of(args.demo)[: 2 if args.quick else None]
+    seeds = demo_seeds(args.demo)[: 2 if args.quick else None]
     if len(seeds) < 2:
         raise SystemExit(f"{args.demo}: needs at least 2 seed directories, found {len(seeds)}")
     tasks = args.tasks or sorted(p.name for p in (args.demo / "seed0/eval/predictions").iterdir())

@@ -26,7 +26,7 @@ from pathlib import Path
 
 sys.path.insert(0, str(Path(__file__).resolve().parent))
 
-from common import RESULTS_DIR, machine_info, write_result
+from common import RESULTS_DIR, demo_seeds, machine_info, write_result
 
 GEN_TASKS = ("demo_gsm8k", "demo_samsum")
 
@@ -126,7 +126,7 @@ def main() -> None:
     args = ap.parse_args()
 
     demo_cfg = json.loads((args.demo / "demo.json").read_text(encoding="utf-8"))
-    seeds = sorted(int(p.name[4:]) for p in args.demo.glob("seed*") if p.name[4:].isdigit())
+    seeds = demo_seeds(args.demo)
     fam = json.loads((args.demo / "family.json").read_text(encoding="utf-8"))
     tasks = [t for t in GEN_TASKS if t in fam["tasks"]]
     machine = machine_info(threads=int(os.environ.get("OMP_NUM_THREADS", "0") or 0))

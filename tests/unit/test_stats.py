@@ -181,3 +181,12 @@ def test_seed_difference_test_by_hand():
         seed_difference_test([0.1, 0.2], [0.2])
     with pytest.raises(CompatlmError, match="finite"):
         summarise_seeds([0.1, float("nan")])
+
+
+def test_summarise_defined_skips_undefined_seeds_and_names_the_empty_case():
+    from compatlm.eval.seeds import summarise_defined
+
+    assert summarise_defined([1.0, None, 3.0]) == summarise_seeds([1.0, 3.0])
+    empty = summarise_defined([None, None], reason="undefined")
+    assert empty == {"n_seeds": 0, "mean": None, "sd": None, "ci": None, "reason": "undefined"}
+    assert summarise_defined([])["reason"] == "undefined in every seed"

@@ -39,11 +39,12 @@ import numpy as np
 from compatlm.demo.evidence_bootstrap import delta_percent_bootstrap
 from compatlm.demo.evidence_cells import comparison as comparison
 from compatlm.demo.evidence_cells import complete_tasks as complete_tasks
+from compatlm.demo.evidence_cells import percent_change as percent_change
 from compatlm.demo.evidence_cells import usable_tasks as usable_tasks
 from compatlm.demo.selection import primary_nfr
 from compatlm.demo.stability import build_stability
 from compatlm.errors import CompatlmError
-from compatlm.eval.seeds import seed_difference_test, summarise_seeds
+from compatlm.eval.seeds import seed_difference_test, summarise_defined
 from compatlm.io import atomic_write_json
 
 SCHEMA_VERSION = 1
@@ -62,20 +63,6 @@ def _load(path: Path) -> dict[str, Any]:
     if not isinstance(doc, dict):
         raise CompatlmError(f"{path}: expected a JSON object, found {type(doc).__name__}")
     return doc
-
-
-def percent_change(a: dict[str, Any], b: dict[str, Any]) -> tuple[float | None, str | None]:
-    """100·(a − b)/b of two rates over the same instances, from their counts."""
-    if a.get("value") is None or b.get("value") is None:
-        return None, "undefined: a rate is undefined"
-    if a.get("denominator") != b.get("denominator"):
-        raise CompatlmError(
-            f"rates over different instance counts ({a.get('denominator')} vs"
-            f" {b.get('denominator')}): the comparisons do not share one test set"
-        )
-    if not b["numerator"]:
-        return None, "undefined: the reference role has no negative flips"
-    return 100.0 * (a["numerator"] - b["numerator"]) / b["numerator"], None
 
 
 def _old_share(spec: str | None) -> dict[str, Any] | None:
@@ -148,10 +135,7 @@ def _value(obj: dict[str, Any] | None) -> float | None:
 
 
 def _level(values: list[float | None]) -> dict[str, Any]:
-    vals = [v for v in values if v is not None]
-    if not vals:
-        return {"n_seeds": 0, "mean": None, "sd": None, "ci": None, "reason": "undefined"}
-    return summarise_seeds(vals)
+    return summarise_defined(values, reason="undefined")
 
 
 def _paired(a: list[float | None], b: list[float | None]) -> dict[str, Any]:

@@ -1,12 +1,15 @@
-"""Lookups shared by the demo's evidence document (:mod:`compatlm.demo.evidence`) and its
-bootstrap (:mod:`compatlm.demo.evidence_bootstrap`): one comparison of a ``metrics.json``, and
-which tasks a statistic over the per-seed cells can use. Both modules read them, so they live
-below both (evidence re-exports them).
+"""Lookups shared by the demo's evidence document (:mod:`compatlm.demo.evidence`), its
+bootstrap (:mod:`compatlm.demo.evidence_bootstrap`) and its stability section
+(:mod:`compatlm.demo.stability`): one comparison of a ``metrics.json``, which tasks a statistic
+over the per-seed cells can use, and the relative change of two rates from their counts. They
+read them, so they live below all three (evidence re-exports them).
 """
 
 from __future__ import annotations
 
 from typing import Any
+
+from compatlm.errors import CompatlmError
 
 
 def comparison(doc: dict[str, Any], task: str, ref: str, other: str) -> dict[str, Any] | None:
@@ -43,3 +46,17 @@ def usable_tasks(
         else:
             tasks.append(task)
     return tasks, excluded
+
+
+def percent_change(a: dict[str, Any], b: dict[str, Any]) -> tuple[float | None, str | None]:
+    """100·(a − b)/b of two rates over the same instances, from their counts."""
+    if a.get("value") is None or b.get("value") is None:
+        return None, "undefined: a rate is undefined"
+    if a.get("denominator") != b.get("denominator"):
+        raise CompatlmError(
+            f"rates over different instance counts ({a.get('denominator')} vs"
+            f" {b.get('denominator')}): the comparisons do not share one test set"
+        )
+    if not b["numerator"]:
+        return None, "undefined: the reference role has no negative flips"
+    return 100.0 * (a["numerator"] - b["numerator"]) / b["numerator"], None

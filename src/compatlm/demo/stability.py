@@ -28,8 +28,9 @@ from typing import Any
 
 import numpy as np
 
+from compatlm.demo.evidence_cells import percent_change
 from compatlm.errors import CompatlmError
-from compatlm.eval.seeds import summarise_seeds
+from compatlm.eval.seeds import summarise_defined
 from compatlm.methods.selection import NFR
 
 BASE_ROLES = ("old", "new")
@@ -57,19 +58,23 @@ def load_task(root: Path, seeds: list[int], task: str, run: str = "eval") -> dic
     for role in BASE_ROLES:
         if len(files.get(role, {})) != len(seeds):
             raise CompatlmError(f"{root}: {task}: no {role}.jsonl predictions in every seed")
-    ids, _ = _correct(files["old"][seeds[0]])
+    first = files["old"][seeds[0]]  # its ids are the reference order (read once, in the loop)
+    ids: list[str] = []
     out: dict[str, np.ndarray] = {}
-    for role, by_seed in files.items():
+    for role in ["old", *(r for r in files if r != "old")]:
+        by_seed = files[role]
         if len(by_seed) != len(seeds):
             continue  # e.g. MUSCLE where no setting passed the accuracy floor in some seed
         rows = []
         for s in seeds:
             got, correct = _correct(by_seed[s])
+            if by_seed[s] == first:
+                ids = got
             index = dict(zip(got, range(len(got)), strict=True))
             missing = [i for i in ids if i not in index]
             if missing or len(got) != len(ids):
                 raise CompatlmError(
-                    f"{by_seed[s]}: example ids differ from {files['old'][seeds[0]]}"
+                    f"{by_seed[s]}: example ids differ from {first}"
                     f" (e.g. {missing[0] if missing else 'an extra row'})"
                 )
             rows.append(correct[[index[i] for i in ids]])
@@ -109,19 +114,6 @@ def task_stability(correct: dict[str, np.ndarray], seeds: list[int]) -> dict[str
     }
 
 
-def _summary(values: list[float | None]) -> dict[str, Any]:
-    vals = [v for v in values if v is not None]
-    if not vals:
-        reason = "undefined in every seed"
-        return {"n_seeds": 0, "mean": None, "sd": None, "ci": None, "reason": reason}
-    return summarise_seeds(vals)
-
-
-def _change(a: dict[str, Any], b: dict[str, Any]) -> float | None:
-    """100·(a − b)/b of two counts over the same instances; None when b has no flips."""
-    return 100.0 * (a["numerator"] - b["numerator"]) / b["numerator"] if b["numerator"] else None
-
-
 def seed_level(cells: list[dict[str, Any]], roles: list[str]) -> dict[str, Any]:
     """Percent of all instances (and ratios) per seed, summarised over seeds."""
 
@@ -132,12 +124,12 @@ def seed_level(cells: list[dict[str, Any]], roles: list[str]) -> dict[str, Any]:
         return a / b if a is not None and b else None
 
     keys = ("update", "retrain_old", "retrain_new")
-    out: dict[str, Any] = {k: _summary([pct(c[k]) for c in cells]) for k in keys}
-    out["retrain_old_over_update"] = _summary(
+    out: dict[str, Any] = {k: summarise_defined([pct(c[k]) for c in cells]) for k in keys}
+    out["retrain_old_over_update"] = summarise_defined(
         [ratio(c["retrain_old"]["value"], c["update"]["value"]) for c in cells]
     )
     new = [c["roles"]["new"] for c in cells]
-    out["stable_share_of_update_flips"] = _summary(
+    out["stable_share_of_update_flips"] = summarise_defined(
         [
             ratio(r["stable"]["numerator"], r["stable"]["numerator"] + r["unstable"]["numerator"])
             for r in new
@@ -146,9 +138,12 @@ def seed_level(cells: list[dict[str, Any]], roles: list[str]) -> dict[str, Any]:
     out["roles"] = {
         role: {
             part: {
-                "nfr_percent": _summary([pct(c["roles"][role][part]) for c in cells]),
-                "delta_vs_new_percent": _summary(
-                    [_change(c["roles"][role][part], c["roles"]["new"][part]) for c in cells]
+                "nfr_percent": summarise_defined([pct(c["roles"][role][part]) for c in cells]),
+                "delta_vs_new_percent": summarise_defined(
+                    [
+                        percent_change(c["roles"][role][part], c["roles"]["new"][part])[0]
+                        for c in cells
+                    ]
                 ),
             }
             for part in ("stable", "unstable")

@@ -5,7 +5,8 @@ training seed; one seed's instance-level bootstrap CI says nothing about that va
 one number per seed:
 
 * :func:`summarise_seeds` — mean, sample sd (ddof 1) and the 95% Student-t interval
-  mean ± t_{1−α/2, n−1} · sd/√n over seeds;
+  mean ± t_{1−α/2, n−1} · sd/√n over seeds (:func:`summarise_defined`: over the seeds where a
+  value is defined);
 * :func:`seed_difference_test` — per-seed paired differences (b − a, seed by seed) summarised
   the same way plus a one-sample t-test of "mean difference = 0" (``scipy.stats.ttest_1samp``).
 
@@ -49,6 +50,17 @@ def summarise_seeds(
     half = float(t.ppf(0.5 + confidence / 2.0, df=n - 1)) * sd / math.sqrt(n)
     out |= {"sd": sd, "ci": [out["mean"] - half, out["mean"] + half], "reason": None}
     return out
+
+
+def summarise_defined(
+    values: Sequence[float | None], *, reason: str = "undefined in every seed"
+) -> dict[str, Any]:
+    """:func:`summarise_seeds` of the seeds where the value is defined (not None); with none,
+    the same fields null and ``reason``."""
+    vals = [v for v in values if v is not None]
+    if not vals:
+        return {"n_seeds": 0, "mean": None, "sd": None, "ci": None, "reason": reason}
+    return summarise_seeds(vals)
 
 
 def seed_difference_test(
