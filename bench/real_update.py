@@ -161,7 +161,7 @@ def compat_cfg(study: Study, old: str, new: str, seed: int) -> dict[str, Any]:
         "new": new,
         **training(study),
         "mask": "student_wrong",
-        "temperature": 2.0,
+        "temperature": study.a.temperature,
         "kd_weight": 1.0,
         "optim": optim(study) | {"seed": seed},
     }
@@ -351,6 +351,9 @@ def parse_args(argv: list[str] | None) -> argparse.Namespace:
     p.add_argument("--batch", type=int, default=8)
     p.add_argument("--lr", type=float, default=5e-4)
     p.add_argument("--masks", nargs="+", default=["student_wrong", "old_correct"])
+    # 2 is what results/real_update.json was measured with; the demo family's validation study
+    # (results/muscle_temperature.json) found 1 better there, so it is a flag, not a constant.
+    p.add_argument("--temperature", type=float, default=2.0, help="MUSCLE's KD temperature")
     p.add_argument("--eval-batch", type=int, default=16)
     p.add_argument("--bootstrap", type=int, default=1000)
     p.add_argument("--zero-shot-limit", type=int, default=160, help="test rows, zero-shot")

@@ -214,3 +214,20 @@ def test_committed_results_name_no_machine_paths():
     home = str(Path.home())
     doc = {"a": [f"{REPO}/runs/x", {"b": f"{home}/.cache/c+{REPO}/runs/y"}], "n": 3, "s": "pkg:x"}
     assert portable(doc) == {"a": ["runs/x", {"b": "~/.cache/c+runs/y"}], "n": 3, "s": "pkg:x"}
+
+
+def test_temperature_flag_reaches_muscle_and_defaults_to_the_committed_run(tmp_path) -> None:
+    # The committed results/real_update.json was measured at T = 2: the default must stay 2 so
+    # its command still reproduces it, and --temperature must reach the MUSCLE config.
+    import real_update as ru
+    from real_update_run import Study
+
+    default = ru.parse_args(["--work", str(tmp_path / "a")])
+    assert default.temperature == 2.0
+    a = ru.parse_args(["--work", str(tmp_path / "b"), "--temperature", "1"])
+    study = Study(a)
+    assert ru.compat_cfg(study, "old+x", "new+y", seed=0)["temperature"] == 1.0
+    study.save()  # what a finished stage does: the settings are on disk from then on
+    # A resume with another temperature would mix two studies in one result: refused.
+    with pytest.raises(SystemExit, match="temperature"):
+        Study(ru.parse_args(["--work", str(tmp_path / "b"), "--temperature", "2"]))
