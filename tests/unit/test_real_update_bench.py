@@ -1,5 +1,6 @@
 """The two home-made pieces of ``bench/real_update.py``: the stdlib-docstring task and the
-compressed base (the rest of the study is compatlm's own CLI, tested elsewhere).
+compressed base (the rest of the study is compatlm's own CLI, tested elsewhere), plus the
+study's MUSCLE temperature flag and its settings guard on resume.
 
 The task is built from this machine's standard library, so expected values are recomputed from
 the harvested docstrings, never hard-coded. The compression runs on a tiny tied-embedding Llama

@@ -58,18 +58,16 @@ def load_task(root: Path, seeds: list[int], task: str, run: str = "eval") -> dic
     for role in BASE_ROLES:
         if len(files.get(role, {})) != len(seeds):
             raise CompatlmError(f"{root}: {task}: no {role}.jsonl predictions in every seed")
-    first = files["old"][seeds[0]]  # its ids are the reference order (read once, in the loop)
-    ids: list[str] = []
+    first = files["old"][seeds[0]]
+    reference = _correct(first)  # read once: its ids are the order every row is aligned to
+    ids = reference[0]
     out: dict[str, np.ndarray] = {}
-    for role in ["old", *(r for r in files if r != "old")]:
-        by_seed = files[role]
+    for role, by_seed in files.items():
         if len(by_seed) != len(seeds):
             continue  # e.g. MUSCLE where no setting passed the accuracy floor in some seed
         rows = []
         for s in seeds:
-            got, correct = _correct(by_seed[s])
-            if by_seed[s] == first:
-                ids = got
+            got, correct = reference if by_seed[s] == first else _correct(by_seed[s])
             index = dict(zip(got, range(len(got)), strict=True))
             missing = [i for i in ids if i not in index]
             if missing or len(got) != len(ids):
