@@ -58,7 +58,7 @@ sys.path.insert(0, str(Path(__file__).resolve().parent))
 from common import REPO, default_out, machine_info, set_threads, setup_logging, wait_for_quiet
 from common import write_result as write_doc
 from real_update_compress import compress_base
-from real_update_run import Study, build, file_times, means, summarize
+from real_update_run import Study, build, file_times, means, summarize, versus_control
 from real_update_task import write_task
 
 TASK = "stdlib_doc"
@@ -67,11 +67,7 @@ ALTERNATIVES = ("port", "interpolate", "task_arithmetic")
 
 
 def _task(study: Study, limit: int | None = None, split: str = "test") -> dict[str, Any]:
-    t = {
-        "name": TASK,
-        "kind": "multiple_choice",
-        "path": str(study.work / "task" / f"{split}.jsonl"),
-    }
+    t = {"name": TASK, "kind": "multiple_choice", "path": str(study.work / "task" / f"{split}.jsonl")}  # fmt: skip
     return t | ({"limit": limit} if limit else {})
 
 
@@ -121,11 +117,7 @@ def training(study: Study) -> dict[str, Any]:
     loss on the answer only, the sequence bound and the runtime (task and compatibility
     adapters must see the same data the same way)."""
     return {
-        "task": {
-            "name": TASK,
-            "kind": "multiple_choice",
-            "path": str(study.work / "task" / "train.jsonl"),
-        },
+        "task": _task(study, split="train"),
         "val_fraction": 0.1,
         "mask_prompt": True,
         "data": {"max_length": study.a.max_tokens + 16},
@@ -239,9 +231,13 @@ def control(study: Study, old: str, new: str, seed: int, sw: dict[str, Any]) -> 
 
 
 def rebuild_muscle(study: Study, old: str, new: str, seed: int, knobs: dict[str, Any]) -> str:
-    """One MUSCLE grid point built again by the registry (the failed sweep removed its own)."""
+    """One MUSCLE grid point built again by the registry (the failed sweep removed its own),
+    its knobs set as the sweep set them (``a.b=value``: ``optim.lr`` nests, not a new key)."""
+    from compatlm.config import apply_overrides
+
+    sets = [f"{k}={json.dumps(v)}" for k, v in knobs.items()]
     out = study.work / f"seed{seed}" / "muscle_below_floor"
-    return build("muscle", compat_cfg(study, old, new, seed) | knobs, out)
+    return build("muscle", apply_overrides(compat_cfg(study, old, new, seed), sets), out)
 
 
 def alternatives(study: Study, old: str, new: str, new_base: str, seed: int) -> dict[str, Any]:
@@ -389,6 +385,7 @@ def main(argv: list[str] | None = None) -> int:
         "zero_shot": zs,
         "seeds": seeds,
         "mean_over_seeds": means(seeds),
+        "muscle_vs_control": versus_control(seeds),
         "cross_tokenizer_muscle": refusal,
         "stage_seconds": {k: v["seconds"] for k, v in study.state["stages"].items()},
         "total_seconds": round(sum(v["seconds"] for v in study.state["stages"].values()), 1),

@@ -3,7 +3,8 @@
 Owns :class:`Study` (the work directory: YAML configs, compatlm runs called in-process through
 ``compatlm.cli.main``, and ``state.json``, which records each finished stage's wall seconds and
 value so a rerun skips it), building a registry method from a config mapping, the per-candidate
-costs of a sweep read from its files' times, and the summaries of a ``metrics.json``.
+costs of a sweep read from its files' times, the summaries of a ``metrics.json``, and the
+seed-level comparison of MUSCLE with its same-budget control.
 """
 
 from __future__ import annotations
@@ -32,10 +33,13 @@ class Study:
             json.loads(self.state_path.read_text()) if self.state_path.is_file() else {}
         )
         self.state.setdefault("stages", {})
-        # Resuming with other sizes would mix two studies in one result: refuse, say why.
+        # Resuming with other sizes would mix two studies in one result: refuse, say why. The
+        # seed count may change: seed k's stages depend on k alone, so more seeds extend it.
         settings = {k: v for k, v in vars(args).items() if k not in ("out", "work", "threads")}
-        if self.state.setdefault("settings", settings) != settings:
-            changed = sorted(k for k in settings if self.state["settings"].get(k) != settings[k])
+        recorded = self.state.setdefault("settings", settings)
+        recorded["seeds"] = settings["seeds"]
+        if recorded != settings:
+            changed = sorted(k for k in settings if recorded.get(k) != settings[k])
             raise SystemExit(
                 f"{self.state_path}: made with other settings ({', '.join(changed)});"
                 " rerun with the same flags, or give another --work"
@@ -161,3 +165,34 @@ def means(seeds: dict[str, Any]) -> dict[str, Any]:
                 round(100 * (r["nfr"] - base) / base, 1) if base else None
             )
     return out
+
+
+def versus_control(
+    seeds: dict[str, Any], method: str = "muscle_every_seed", control: str = "continue_ce"
+) -> dict[str, Any]:
+    """``method`` against its same-budget ``control``, seed by seed: each one's Δ%NFR vs new
+    (100 · (NFR − NFR_new) / NFR_new) per seed, and the per-seed differences method − control
+    (mean, t-interval and paired t-test over the seeds both have; compatlm's seed level)."""
+    from compatlm.eval.seeds import seed_difference_test
+
+    def nfr(res: dict[str, Any], role: str) -> float | None:
+        return ((res["methods"].get(role) or {}).get("negative_flip_rate") or {}).get("value")
+
+    def change(res: dict[str, Any], role: str) -> float | None:
+        value, base = nfr(res, role), nfr(res, "new")
+        return None if value is None or not base else 100.0 * (value - base) / base
+
+    per_seed = {s: (change(r, method), change(r, control)) for s, r in seeds.items()}
+    both = {s: v for s, v in per_seed.items() if None not in v}
+    out: dict[str, Any] = {
+        "method": method,
+        "control": control,
+        "delta_nfr_percent_per_seed": {
+            s: {method: m, control: c} for s, (m, c) in per_seed.items()
+        },
+        "seeds_compared": len(both),
+    }
+    if not both:
+        return out | {"difference": None, "reason": "no seed has both methods with NFR_new > 0"}
+    ctrl, meth = zip(*((c, m) for m, c in both.values()), strict=True)
+    return out | {"difference": seed_difference_test(ctrl, meth)}  # method − control

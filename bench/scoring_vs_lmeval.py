@@ -54,7 +54,6 @@ from common import (
     DEFAULT_THREADS,
     LMEVAL_TIMER,
     WORDS,
-    argmax,
     default_out,
     last_json_line,
     lmeval_command,
@@ -62,15 +61,14 @@ from common import (
     machine_info,
     make_bpe_tokenizer,
     make_llama,
-    mc_agreement,
     mc_task_yaml,
     save_model,
     set_threads,
     setup_logging,
-    summarize,
     wait_for_quiet,
     write_result,
 )
+from scoring_summary import summarize_task
 from smollm2 import GGUF_NAME, make_task, smollm2_dir
 
 SIDES = ("lm_eval", "compatlm", "compatlm_full")
@@ -250,91 +248,6 @@ def measure(work: Path, model_dir: Path, shape: str, args, env: dict) -> dict[st
             print(f"{shape} r{rep} {name}: wall {res['wall']:.1f}s scoring {res['scoring']:.1f}s"
                   f" load {before:.2f}->{res['load_after']:.2f}", file=sys.stderr)  # fmt: skip
     return runs
-
-
-def cached_vs_full(cached: list[dict], full: list[dict]) -> dict:
-    ref = {r["example_id"]: r for r in full}
-    diff = max(
-        abs(a - b)
-        for r in cached
-        for a, b in zip(r["loglikelihoods"], ref[r["example_id"]]["loglikelihoods"], strict=True)
-    )
-
-    def norm_choice(r: dict) -> int:
-        return argmax(
-            [x / max(k, 1) for x, k in zip(r["loglikelihoods"], r["choice_lengths"], strict=True)]
-        )
-
-    same = sum(
-        argmax(r["loglikelihoods"]) == argmax(ref[r["example_id"]]["loglikelihoods"])
-        for r in cached
-    )
-    same_norm = sum(norm_choice(r) == norm_choice(ref[r["example_id"]]) for r in cached)
-    return {
-        "max_abs_loglikelihood_diff": diff,
-        "acc_same_choice": same,
-        "acc_norm_same_choice": same_norm,
-        "instances": len(cached),
-    }
-
-
-def summarize_task(shape: str, setup: dict, runs: dict[str, list[dict]], targets: bool) -> dict:
-    med = {s: {k: statistics.median(r[k] for r in rs) for k in ("wall", "scoring")}
-           for s, rs in runs.items()}  # fmt: skip
-    lm = runs.get("lm_eval")
-
-    def ratio(side: str, key: str) -> float | None:
-        return round(med[side][key] / med["lm_eval"][key], 4) if lm else None
-
-    keys = ("wall", "scoring", "child_cpu")
-    doc = {
-        "setup": setup,
-        "seconds": {
-            side: {k: summarize([r[k] for r in rs]) for k in keys} for side, rs in runs.items()
-        },
-        "ratios": {
-            f"{key}_{side}_over_lmeval": ratio(side, key)
-            for side in ("compatlm", "compatlm_full")
-            for key in ("wall", "scoring")
-        },
-        "token_positions_computed": {side: rs[0]["work"] for side, rs in runs.items()},
-        "agreement_with_lmeval": {
-            side: {
-                k: v
-                for k, v in mc_agreement(lm[0]["rows"], runs[side][0]["rows"]).items()
-                if k != "disagreement_examples"
-            }
-            for side in ("compatlm", "compatlm_full")
-        }
-        if lm
-        else None,
-        "cached_vs_full": cached_vs_full(
-            runs["compatlm"][0]["rows"], runs["compatlm_full"][0]["rows"]
-        ),
-        "compatlm_outputs_identical_across_runs": all(
-            r["rows"] == runs["compatlm"][0]["rows"] for r in runs["compatlm"]
-        ),
-        "load_per_run": {
-            side: [[round(r["load_before"], 2), round(r["load_after"], 2)] for r in rs]
-            for side, rs in runs.items()
-        },
-    }
-    if lm:
-        doc["lm_eval_command"] = lm[0]["command"]
-        agree = doc["agreement_with_lmeval"]["compatlm"]
-        full_agree = (
-            agree["acc_same_choice"] == agree["acc_norm_same_choice"] == agree["instances_compared"]
-        )
-        doc["targets"] = (
-            {
-                "wall_ratio_le_0.6": doc["ratios"]["wall_compatlm_over_lmeval"] <= 0.6,
-                "scoring_ratio_le_0.55": doc["ratios"]["scoring_compatlm_over_lmeval"] <= 0.55,
-                "acc_and_acc_norm_choices_100pct": full_agree,
-            }
-            if targets
-            else {"acc_and_acc_norm_choices_100pct": full_agree}
-        )
-    return doc
 
 
 def main(argv: list[str] | None = None) -> int:

@@ -232,3 +232,45 @@ def test_temperature_flag_reaches_muscle_and_defaults_to_the_committed_run(tmp_p
     # A resume with another temperature would mix two studies in one result: refused.
     with pytest.raises(SystemExit, match="temperature"):
         Study(ru.parse_args(["--work", str(tmp_path / "b"), "--temperature", "2"]))
+    # More seeds extend the same study (seed k's stages depend on k alone): accepted.
+    more = Study(ru.parse_args(["--work", str(tmp_path / "b"), "--temperature", "1", "--seeds", "5"]))  # fmt: skip
+    assert more.state["settings"]["seeds"] == 5
+
+
+def test_below_floor_rebuild_sets_nested_knobs_where_the_sweep_did(tmp_path, monkeypatch):
+    # A grid knob may be a dotted path (optim.lr); the rebuild must nest it as the sweep's
+    # overrides did, not add a stray top-level "optim.lr" key beside the real optim section.
+    import real_update as ru
+    from real_update_run import Study
+
+    study = Study(ru.parse_args(["--work", str(tmp_path / "w")]))
+    seen: dict = {}
+    monkeypatch.setattr(ru, "build", lambda method, cfg, out: seen.update(cfg=cfg) or "s")
+    ru.rebuild_muscle(study, "old+x", "new+y", 0, {"mask": "old_correct", "optim.lr": 0.5})
+    cfg = seen["cfg"]
+    assert cfg["mask"] == "old_correct" and cfg["optim"]["lr"] == 0.5
+    assert "optim.lr" not in cfg
+    base = ru.compat_cfg(study, "old+x", "new+y", seed=0)
+    assert cfg["optim"]["seed"] == base["optim"]["seed"] == 0  # the rest of optim is kept
+
+
+def test_versus_control_pairs_the_seeds_that_have_both():
+    from real_update_run import versus_control
+
+    def m(nfr: float | None) -> dict:
+        return {"negative_flip_rate": {"value": nfr}}
+
+    seeds = {  # new 0.20 / 0.10 / 0.10; seed 2 has no MUSCLE row at all
+        "0": {"methods": {"new": m(0.20), "muscle_every_seed": m(0.15), "continue_ce": m(0.18)}},
+        "1": {"methods": {"new": m(0.10), "muscle_every_seed": m(0.09), "continue_ce": m(0.08)}},
+        "2": {"methods": {"new": m(0.10), "continue_ce": m(0.05)}},
+    }
+    out = versus_control(seeds)
+    per = out["delta_nfr_percent_per_seed"]
+    assert per["0"] == {"muscle_every_seed": pytest.approx(-25.0), "continue_ce": pytest.approx(-10.0)}  # fmt: skip
+    assert per["2"]["muscle_every_seed"] is None and out["seeds_compared"] == 2
+    # MUSCLE − control per seed: −25 − (−10) = −15 and −10 − (−20) = +10
+    assert out["difference"]["mean"] == pytest.approx(-2.5)
+    assert out["difference"]["n_seeds"] == 2 and out["difference"]["p_value"] is not None
+    none = versus_control({"0": {"methods": {"new": m(0.0), "continue_ce": m(0.0)}}})
+    assert none["difference"] is None and "NFR_new > 0" in none["reason"]

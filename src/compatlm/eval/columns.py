@@ -1,9 +1,10 @@
 """Compact columns of one prediction file: what a comparison needs, as numpy arrays.
 
-Owns :class:`Columns` (one array per field compare reads, rows in file order), the two column
-kinds it is made of — :class:`Coded` (a few distinct values: parsed answers, targets, slices,
-groups, as integer codes) and :class:`Text` (one string per row: ids, hashes) — and
-:class:`ColumnsBuilder`, which turns blocks of validated rows into them.
+Owns :class:`Columns` (one array per field compare reads, rows in file order), its column kind
+:class:`Coded` (a few distinct values: parsed answers, targets, slices, groups, as integer
+codes; the other kind, :class:`~compatlm.eval.text_column.Text`, one string per row for ids and
+hashes, has its own module) and :class:`ColumnsBuilder`, which turns blocks of validated rows
+into them.
 
 Why columns: a :class:`~compatlm.eval.records.Prediction` object costs ~1.5 KB, so two files of
 2M rows took 6 GB as objects; as columns they take ~60-90 bytes a row. Full rows are read
@@ -20,7 +21,7 @@ from typing import Any
 
 import numpy as np
 
-STRINGS = np.dtypes.StringDType()
+from compatlm.eval.text_column import Text, concat_text, null_text, text_block
 
 # The fields of one validated row, as readers hand them to ColumnsBuilder.add (positions).
 ROW_FIELDS = (
@@ -66,136 +67,6 @@ class Coded:
         a value ``self`` does not have), so codes of two files can be compared."""
         index = {v: c for c, v in enumerate(self.values)}
         return np.array([index.get(v, -1) for v in other.values], dtype=np.int64)
-
-
-# Longest string (UTF-8 bytes) kept fixed-width: one long id must not make every row wide.
-_MAX_WIDTH = 64
-
-
-@dataclass
-class Text:
-    """One string or None per row: ``data`` holds the strings ("" for None), ``none`` marks
-    the nulls (None when there are none).
-
-    ``data`` is fixed-width UTF-8 bytes (``S<L>``, L = the longest value, at most
-    :data:`_MAX_WIDTH`) when no value contains NUL (numpy pads with NULs and strips them on
-    read, which is exact only then): hex digests and ids cost L bytes a row, and sorting and
-    gathering them runs at memcpy speed. Longer values are numpy's variable-width
-    ``StringDType``; values with a NUL are Python strings (object), because numpy compares
-    variable-width strings only up to the first NUL ("a\x00b" == "a\x00c"). Byte order is
-    not string order, but only equality (and a consistent sort) matters here.
-    """
-
-    data: np.ndarray  # (N,) S<L>, StringDType or object
-    none: np.ndarray | None = None  # (N,) bool
-
-    def __len__(self) -> int:
-        return len(self.data)
-
-    @property
-    def fixed(self) -> bool:
-        return self.data.dtype.kind == "S"
-
-    def get(self, k: int) -> str | None:
-        if self.none is not None and self.none[k]:
-            return None
-        value = self.data[k]
-        return value.decode("utf-8") if isinstance(value, bytes) else str(value)
-
-    def take(self, idx: np.ndarray) -> list[str | None]:
-        """The values of rows ``idx`` as Python strings (None for null)."""
-        data = self.data[idx]
-        values = [v.decode("utf-8") for v in data.tolist()] if self.fixed else data.tolist()
-        if self.none is not None:
-            values = [
-                None if m else v for v, m in zip(values, self.none[idx].tolist(), strict=True)
-            ]
-        return values
-
-    def present(self, idx: np.ndarray) -> np.ndarray:
-        """(len(idx),) bool: the row has a string (not null)."""
-        if self.none is None:
-            return np.ones(len(idx), dtype=bool)
-        return ~self.none[idx]
-
-    def nonempty(self, idx: np.ndarray) -> np.ndarray:
-        """(len(idx),) bool: the row has a non-empty string."""
-        data = self.data[idx]
-        if data.dtype == object:
-            lengths = np.fromiter(map(len, data), dtype=np.int64, count=len(data))
-        else:
-            lengths = np.strings.str_len(data)
-        return self.present(idx) & (lengths > 0)
-
-
-def _widen(data: np.ndarray, kind: str) -> np.ndarray:
-    """String data as variable-width strings (kind "T") or Python strings ("O")."""
-    if data.dtype.kind == kind:
-        return data
-    if data.dtype.kind == "S":
-        data = np.strings.decode(data, "utf-8")
-    return data.astype(STRINGS if kind == "T" else object)
-
-
-def same_kind(a: np.ndarray, b: np.ndarray) -> tuple[np.ndarray, np.ndarray]:
-    """``a`` and ``b`` (string data of two Text columns) in one comparable representation:
-    fixed-width bytes with fixed-width bytes of any width, else the wider of the two kinds."""
-    kinds = {a.dtype.kind, b.dtype.kind}
-    if kinds == {"S"}:
-        return a, b
-    kind = "O" if "O" in kinds else "T"
-    return _widen(a, kind), _widen(b, kind)
-
-
-def text_differs(a: Text, ia: np.ndarray, b: Text, ib: np.ndarray) -> np.ndarray:
-    """(len(ia),) bool: row ia[k] of ``a`` and row ib[k] of ``b`` hold different strings
-    (nulls count as "")."""
-    da, db = same_kind(a.data[ia], b.data[ib])
-    return da != db
-
-
-def text_block(values: Sequence[str | None]) -> Text:
-    """A :class:`Text` of one block of row values."""
-    none = None
-    if None in values:
-        as_objects = np.array(values, dtype=object)  # (n,)
-        none = np.equal(as_objects, None)
-        as_objects[none] = ""
-        values = as_objects.tolist()
-    joined = "".join(values)
-    if "\x00" in joined:
-        data = np.empty(len(values), dtype=object)
-        data[:] = values
-        return Text(data, none)
-    if joined.isascii():
-        data = np.array(values, dtype="S")
-    else:
-        data = np.array([v.encode("utf-8") for v in values], dtype="S")
-    if data.dtype.itemsize <= _MAX_WIDTH:
-        return Text(data, none)
-    return Text(np.array(values, dtype=STRINGS), none)
-
-
-def _nulls(n: int) -> Text:
-    return Text(np.zeros(n, dtype="S1"), np.ones(n, dtype=bool))
-
-
-def concat_text(blocks: list[Text]) -> Text:
-    """Blocks of one column as one :class:`Text` (fixed-width only if every block is)."""
-    if not blocks:
-        return Text(np.array([], dtype="S1"))
-    kinds = {b.data.dtype.kind for b in blocks}
-    if kinds == {"S"}:
-        data = np.concatenate([b.data for b in blocks])  # widths promote to the widest
-    else:
-        kind = "O" if "O" in kinds else "T"
-        data = np.concatenate([_widen(b.data, kind) for b in blocks])
-    none = None
-    if any(b.none is not None for b in blocks):
-        none = np.concatenate(
-            [np.zeros(len(b), dtype=bool) if b.none is None else b.none for b in blocks]
-        )
-    return Text(data, none)
 
 
 @dataclass
@@ -267,7 +138,7 @@ class ColumnsBuilder:
         # Groups (often 100k distinct ids) are kept as strings and coded once at the end: a
         # dict of them filled block by block would pin the blocks' freed memory in place.
         col = cols["group"]
-        b["group"].append(_nulls(n) if col is None else text_block(col))  # type: ignore[arg-type]
+        b["group"].append(null_text(n) if col is None else text_block(col))  # type: ignore[arg-type]
         for name in ("parsed", "target", "slice"):
             col = cols[name]
             index = self._index[name]
@@ -285,7 +156,7 @@ class ColumnsBuilder:
             b[name].append(np.full(n, np.nan) if col is None else np.asarray(col, np.float64))
         for name in ("example_hash", "prompt_hash"):
             col = cols[name]
-            b[name].append(_nulls(n) if col is None else text_block(col))  # type: ignore[arg-type]
+            b[name].append(null_text(n) if col is None else text_block(col))  # type: ignore[arg-type]
         self._lines.append(np.asarray(lines, dtype=np.int64))
         if offsets is not None:
             self._offsets.append(np.asarray(offsets, dtype=np.int64))

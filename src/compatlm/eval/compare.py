@@ -23,10 +23,11 @@ import numpy as np
 
 from compatlm.config import CompareConfig
 from compatlm.errors import CompatlmError
-from compatlm.eval.columns import Coded, Columns, same_kind, text_block, text_differs
+from compatlm.eval.columns import Coded, Columns
 from compatlm.eval.flips import FlipTable, flip_masks, within_noise
 from compatlm.eval.metrics import measure
 from compatlm.eval.records import PredictionSet
+from compatlm.eval.text_column import same_kind, text_block, text_differs
 from compatlm.paths import flips_relpath
 from compatlm.paths import safe_name as safe_name  # re-exported: report code imports it here
 
