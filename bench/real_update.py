@@ -58,7 +58,7 @@ sys.path.insert(0, str(Path(__file__).resolve().parent))
 from common import REPO, default_out, machine_info, set_threads, setup_logging, wait_for_quiet
 from common import write_result as write_doc
 from real_update_compress import compress_base
-from real_update_run import Study, build, file_times, means, summarize, versus_control
+from real_update_run import Study, build, file_times, means, summarize, versus_control_all
 from real_update_task import write_task
 
 TASK = "stdlib_doc"
@@ -385,7 +385,7 @@ def main(argv: list[str] | None = None) -> int:
         "zero_shot": zs,
         "seeds": seeds,
         "mean_over_seeds": means(seeds),
-        "muscle_vs_control": versus_control(seeds),
+        **versus_control_all(study.work, seeds, TASK, a.bootstrap),
         "cross_tokenizer_muscle": refusal,
         "stage_seconds": {k: v["seconds"] for k, v in study.state["stages"].items()},
         "total_seconds": round(sum(v["seconds"] for v in study.state["stages"].values()), 1),

@@ -274,3 +274,41 @@ def test_versus_control_pairs_the_seeds_that_have_both():
     assert out["difference"]["n_seeds"] == 2 and out["difference"]["p_value"] is not None
     none = versus_control({"0": {"methods": {"new": m(0.0), "continue_ce": m(0.0)}}})
     assert none["difference"] is None and "NFR_new > 0" in none["reason"]
+
+
+def test_pooled_versus_control_clusters_questions_over_seeds(tmp_path):
+    from real_update_run import pooled_versus_control
+
+    def write(seed: int, role: str, right: dict[str, bool]) -> None:
+        d = tmp_path / f"seed{seed}" / "test" / "predictions" / "t"
+        d.mkdir(parents=True, exist_ok=True)
+        lines = [json.dumps({"example_id": q, "correct": c}) for q, c in right.items()]
+        (d / f"{role}.jsonl").write_text("\n".join(lines) + "\n")
+
+    qs = [f"q{i}" for i in range(6)]
+    old = dict.fromkeys(qs, True)
+    # seed 0: new misses q0-q3, MUSCLE q0, control q0-q1; seed 1 (rows in another order):
+    # new misses q0-q1, MUSCLE (its below-floor point) q0 and q2, control q0. Per question
+    # MUSCLE − control: q1 −1, q2 +1, the rest 0, so every sign flip is as extreme: p = 1.
+    write(0, "old", old)
+    write(0, "new", {q: q not in ("q0", "q1", "q2", "q3") for q in qs})
+    write(0, "muscle", {q: q != "q0" for q in qs})
+    write(0, "continue_ce", {q: q not in ("q0", "q1") for q in qs})
+    write(1, "old", {q: True for q in reversed(qs)})
+    write(1, "new", {q: q not in ("q0", "q1") for q in reversed(qs)})
+    write(1, "muscle_below_floor", {q: q not in ("q0", "q2") for q in qs})
+    write(1, "continue_ce", {q: q != "q0" for q in qs})
+    out = pooled_versus_control(tmp_path, [0, 1], "t", n_resamples=200)
+    # flips pooled: new 6, MUSCLE 3, control 3 -> Δ% −50 each, difference 0 points
+    assert out["flips"] == {"new": 6, "muscle_every_seed": 3, "continue_ce": 3}
+    assert out["delta_nfr_percent"]["muscle_every_seed"]["value"] == pytest.approx(-50.0)
+    diff = out["method_minus_control_points"]
+    assert diff["value"] == pytest.approx(0.0) and out["questions"] == 6
+    lo, hi = diff["ci"]
+    assert lo <= 0.0 <= hi and diff["permutation_p_value"] == pytest.approx(1.0)
+    # seed 1's control answers a question seed 0 does not have: refused, not silently joined
+    (tmp_path / "seed1/test/predictions/t/continue_ce.jsonl").write_text('{"example_id": "zz", "correct": true}\n')  # fmt: skip
+    with pytest.raises(SystemExit, match="differ"):
+        pooled_versus_control(tmp_path, [0, 1], "t", n_resamples=10)
+    (tmp_path / "seed1/test/predictions/t/muscle_below_floor.jsonl").unlink()
+    assert "seed 1 has no MUSCLE" in pooled_versus_control(tmp_path, [0, 1], "t", 10)["reason"]
