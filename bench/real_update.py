@@ -58,8 +58,9 @@ sys.path.insert(0, str(Path(__file__).resolve().parent))
 from common import REPO, default_out, machine_info, set_threads, setup_logging, wait_for_quiet
 from common import write_result as write_doc
 from real_update_compress import compress_base
-from real_update_run import Study, build, file_times, means, summarize, versus_control_all
+from real_update_run import Study, build, file_times, means, summarize
 from real_update_task import write_task
+from real_update_versus import versus_control_all
 
 TASK = "stdlib_doc"
 TARGETS = ["q_proj", "k_proj", "v_proj", "o_proj", "gate_proj", "up_proj", "down_proj"]

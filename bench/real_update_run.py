@@ -3,8 +3,8 @@
 Owns :class:`Study` (the work directory: YAML configs, compatlm runs called in-process through
 ``compatlm.cli.main``, and ``state.json``, which records each finished stage's wall seconds and
 value so a rerun skips it), building a registry method from a config mapping, the per-candidate
-costs of a sweep read from its files' times, the summaries of a ``metrics.json``, and the
-seed-level comparison of MUSCLE with its same-budget control.
+costs of a sweep read from its files' times, and the summaries of a ``metrics.json``
+(means over seeds). MUSCLE against its control: ``real_update_versus``.
 """
 
 from __future__ import annotations
@@ -18,7 +18,6 @@ import time
 from pathlib import Path
 from typing import Any
 
-import numpy as np
 import yaml
 
 
@@ -166,112 +165,3 @@ def means(seeds: dict[str, Any]) -> dict[str, Any]:
                 round(100 * (r["nfr"] - base) / base, 1) if base else None
             )
     return out
-
-
-def versus_control(
-    seeds: dict[str, Any], method: str = "muscle_every_seed", control: str = "continue_ce"
-) -> dict[str, Any]:
-    """``method`` against its same-budget ``control``, seed by seed: each one's Δ%NFR vs new
-    (100 · (NFR − NFR_new) / NFR_new) per seed, and the per-seed differences method − control
-    (mean, t-interval and paired t-test over the seeds both have; compatlm's seed level)."""
-    from compatlm.eval.seeds import seed_difference_test
-
-    def nfr(res: dict[str, Any], role: str) -> float | None:
-        return ((res["methods"].get(role) or {}).get("negative_flip_rate") or {}).get("value")
-
-    def change(res: dict[str, Any], role: str) -> float | None:
-        value, base = nfr(res, role), nfr(res, "new")
-        return None if value is None or not base else 100.0 * (value - base) / base
-
-    per_seed = {s: (change(r, method), change(r, control)) for s, r in seeds.items()}
-    both = {s: v for s, v in per_seed.items() if None not in v}
-    out: dict[str, Any] = {
-        "method": method,
-        "control": control,
-        "delta_nfr_percent_per_seed": {
-            s: {method: m, control: c} for s, (m, c) in per_seed.items()
-        },
-        "seeds_compared": len(both),
-    }
-    if not both:
-        return out | {"difference": None, "reason": "no seed has both methods with NFR_new > 0"}
-    ctrl, meth = zip(*((c, m) for m, c in both.values()), strict=True)
-    return out | {"difference": seed_difference_test(ctrl, meth)}  # method − control
-
-
-def pooled_versus_control(
-    work: Path, seeds: list[int], task: str, n_resamples: int, method: str = "muscle_every_seed"
-) -> dict[str, Any]:
-    """Test-split NFR of MUSCLE and of ``continue_ce`` vs new, pooled over seeds, with the
-    question as the cluster: every seed answers the same questions, so a question's flips in
-    different seeds are correlated and a bootstrap or test over instances would overstate.
-
-    Per question q, summed over seeds: F_new, F_method, F_control (old right, that role wrong).
-    Δ%NFR vs new = 100 · (ΣF_role − ΣF_new) / ΣF_new; method − control = 100 · (ΣF_method −
-    ΣF_control) / ΣF_new. Percentile intervals from a bootstrap over questions (cell sums, O(B)
-    memory: compatlm's own), and a sign-flip permutation test on d_q = F_method − F_control.
-    ``muscle_every_seed`` is each seed's ``muscle.jsonl``, else its ``muscle_below_floor.jsonl``.
-    """
-    from compatlm.eval.records import load_predictions
-    from compatlm.eval.stats import bootstrap_sums, cluster_permutation_p_value, percentile_ci
-
-    ref: list[str] | None = None
-    flips = {"new": 0, method: 0, "continue_ce": 0}  # role -> (N,) int flips summed over seeds
-    for s in seeds:
-        pred = work / f"seed{s}" / "test" / "predictions" / task
-        muscle = pred / "muscle.jsonl"
-        files = {"old": pred / "old.jsonl", "new": pred / "new.jsonl", "continue_ce": pred / "continue_ce.jsonl"}  # fmt: skip
-        files[method] = muscle if muscle.is_file() else pred / "muscle_below_floor.jsonl"
-        if not files[method].is_file():  # no MUSCLE point was scored on validation at all
-            return {"reason": f"undefined: seed {s} has no MUSCLE test predictions"}
-        correct = {}
-        for role, path in files.items():
-            ps = load_predictions(path)
-            ids, right = ps.ids(), np.asarray(ps.columns.correct, dtype=bool)
-            ref = ref or sorted(ids)
-            if sorted(ids) != ref:
-                raise SystemExit(f"{path}: its questions differ from seed {seeds[0]}'s")
-            order = np.argsort(np.asarray(ids, dtype=object))  # rows in sorted-id order
-            correct[role] = right[order]
-        for role in flips:
-            flips[role] = flips[role] + (correct["old"] & ~correct[role]).astype(np.int64)
-    units = np.stack([flips["new"], flips[method], flips["continue_ce"]], axis=1)  # (N, 3)
-    new_t, meth_t, ctrl_t = (int(x) for x in units.sum(axis=0))
-    if new_t == 0:
-        return {"reason": "undefined: new has no negative flips in any seed"}
-    boot = bootstrap_sums(units, n_resamples, seed=0)  # (B, 3) per-resample sums
-    den = np.where(boot[:, 0] > 0, boot[:, 0], np.nan)  # (B,)
-
-    def pct(k: int, total: int) -> dict[str, Any]:
-        return {
-            "value": 100.0 * (total - new_t) / new_t,
-            "ci": percentile_ci(100.0 * (boot[:, k] - boot[:, 0]) / den, 0.95),
-        }
-
-    p, _, _, why = cluster_permutation_p_value(units[:, 1] - units[:, 2], n_resamples, seed=0)
-    diff = 100.0 * (boot[:, 1] - boot[:, 2]) / den
-    return {
-        "seeds": len(seeds),
-        "questions": len(units),
-        "flips": {"new": new_t, method: meth_t, "continue_ce": ctrl_t},
-        "delta_nfr_percent": {method: pct(1, meth_t), "continue_ce": pct(2, ctrl_t)},
-        "method_minus_control_points": {
-            "value": 100.0 * (meth_t - ctrl_t) / new_t,
-            "ci": percentile_ci(diff, 0.95),
-            "permutation_p_value": p,
-            "reason": why,
-        },
-        "bootstrap": n_resamples,
-    }
-
-
-def versus_control_all(
-    work: Path, seeds: dict[str, Any], task: str, n_resamples: int
-) -> dict[str, Any]:
-    """MUSCLE (every seed) against ``continue_ce``: seed-level and pooled over questions."""
-    return {
-        "muscle_vs_control": versus_control(seeds),
-        "muscle_vs_control_pooled": pooled_versus_control(
-            work, [int(s) for s in seeds], task, n_resamples
-        ),
-    }

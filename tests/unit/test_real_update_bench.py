@@ -255,7 +255,7 @@ def test_below_floor_rebuild_sets_nested_knobs_where_the_sweep_did(tmp_path, mon
 
 
 def test_versus_control_pairs_the_seeds_that_have_both():
-    from real_update_run import versus_control
+    from real_update_versus import versus_control
 
     def m(nfr: float | None) -> dict:
         return {"negative_flip_rate": {"value": nfr}}
@@ -277,7 +277,7 @@ def test_versus_control_pairs_the_seeds_that_have_both():
 
 
 def test_pooled_versus_control_clusters_questions_over_seeds(tmp_path):
-    from real_update_run import pooled_versus_control
+    from real_update_versus import pooled_versus_control
 
     def write(seed: int, role: str, right: dict[str, bool]) -> None:
         d = tmp_path / f"seed{seed}" / "test" / "predictions" / "t"
@@ -312,3 +312,33 @@ def test_pooled_versus_control_clusters_questions_over_seeds(tmp_path):
         pooled_versus_control(tmp_path, [0, 1], "t", n_resamples=10)
     (tmp_path / "seed1/test/predictions/t/muscle_below_floor.jsonl").unlink()
     assert "seed 1 has no MUSCLE" in pooled_versus_control(tmp_path, [0, 1], "t", 10)["reason"]
+
+
+def test_validation_flips_sums_the_points_the_selection_read(tmp_path):
+    from real_update_versus import validation_flips
+
+    def point(name: str, kind: str, flips: int | None) -> dict:
+        return {"name": name, "kind": kind, "negative_flip_rate": {"numerator": flips, "denominator": 10}}  # fmt: skip
+
+    def write(seed: int, new: int, a: int, b: int, ctrl: int) -> None:
+        d = tmp_path / f"seed{seed}" / "sweep"
+        d.mkdir(parents=True)
+        pts = [point("mask__a", "candidate", a), point("mask__b", "candidate", b)]
+        doc = {"new": point("new", "new", new), "points": [*pts, point("continue_ce", "control", ctrl)]}  # fmt: skip
+        (d / "selection.json").write_text(json.dumps(doc))
+
+    write(0, new=4, a=2, b=9, ctrl=3)  # seed 0 selected mask__a
+    write(1, new=6, a=9, b=5, ctrl=7)  # seed 1: nothing past the floor; mask__b most accurate
+    seeds = {
+        "0": {"muscle_selected": {"name": "mask__a"}},
+        "1": {"muscle_selected": {"name": None, "below_floor": {"name": "mask__b"}}},
+    }
+    out = validation_flips(tmp_path, seeds)
+    # new 10, MUSCLE 2 + 5 = 7, control 3 + 7 = 10: −30 % and 0 %, MUSCLE − control −30 points
+    assert out["flips"] == {"new": 10, "muscle_every_seed": 7, "continue_ce": 10}
+    assert out["questions"] == 20 and out["per_seed"]["1"]["muscle_point"] == "mask__b"
+    assert out["delta_nfr_percent"]["muscle_every_seed"] == pytest.approx(-30.0)
+    assert out["delta_nfr_percent"]["continue_ce"] == pytest.approx(0.0)
+    assert out["method_minus_control_points"] == pytest.approx(-30.0)
+    seeds["1"]["muscle_selected"] = {"name": None}  # no MUSCLE point scored at all
+    assert "no MUSCLE point" in validation_flips(tmp_path, seeds)["reason"]
