@@ -74,12 +74,13 @@ def pooled_versus_control(
         correct = {}
         for role, path in files.items():
             ps = load_predictions(path)
-            ids, right = ps.ids(), np.asarray(ps.columns.correct, dtype=bool)
-            ref = ref or sorted(ids)
-            if sorted(ids) != ref:
+            ids = np.asarray(ps.ids(), dtype=object)  # (N,)
+            order = np.argsort(ids)  # rows in sorted-id order
+            in_order = ids[order].tolist()
+            ref = ref or in_order
+            if in_order != ref:
                 raise SystemExit(f"{path}: its questions differ from seed {seeds[0]}'s")
-            order = np.argsort(np.asarray(ids, dtype=object))  # rows in sorted-id order
-            correct[role] = right[order]
+            correct[role] = np.asarray(ps.columns.correct, dtype=bool)[order]
         for role in flips:
             flips[role] = flips[role] + (correct["old"] & ~correct[role]).astype(np.int64)
     units = np.stack([flips["new"], flips[method], flips["continue_ce"]], axis=1)  # (N, 3)
