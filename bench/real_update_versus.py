@@ -135,6 +135,9 @@ def validation_flips(
         nfr = {role: p["negative_flip_rate"] for role, p in rows.items()}
         if any(v["numerator"] is None for v in nfr.values()):
             return {"reason": f"undefined: seed {s} has a validation NFR without counts"}
+        if len({v["denominator"] for v in nfr.values()}) != 1:  # summed counts need one base
+            dens = {r: v["denominator"] for r, v in nfr.items()}
+            return {"reason": f"undefined: seed {s}'s validation NFRs count different questions {dens}"}  # fmt: skip
         per_seed[s] = {r: v["numerator"] for r, v in nfr.items()}
         per_seed[s] |= {"questions": nfr["new"]["denominator"], "muscle_point": name}
     totals = {r: sum(v[r] for v in per_seed.values()) for r in roles}

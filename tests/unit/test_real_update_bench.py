@@ -340,5 +340,10 @@ def test_validation_flips_sums_the_points_the_selection_read(tmp_path):
     assert out["delta_nfr_percent"]["muscle_every_seed"] == pytest.approx(-30.0)
     assert out["delta_nfr_percent"]["continue_ce"] == pytest.approx(0.0)
     assert out["method_minus_control_points"] == pytest.approx(-30.0)
+    sel = tmp_path / "seed1" / "sweep" / "selection.json"
+    doc = json.loads(sel.read_text())
+    doc["points"][1]["negative_flip_rate"]["denominator"] = 9  # scored on another question set
+    sel.write_text(json.dumps(doc))
+    assert "seed 1's validation NFRs count different questions" in validation_flips(tmp_path, seeds)["reason"]  # fmt: skip
     seeds["1"]["muscle_selected"] = {"name": None}  # no MUSCLE point scored at all
     assert "no MUSCLE point" in validation_flips(tmp_path, seeds)["reason"]
