@@ -12,10 +12,10 @@ into the work directory (so every stage can be rerun by hand), and its method re
   (``--prune 0.5``); ``--rank R`` adds a rank-R truncated SVD of those matrices first (PELA,
   arXiv 2310.10700). Zero-shot on 100 test questions (chance 25%): old 51%; pruned 30% 48%,
   pruned 50% 41% (NFR 16%, PFR 6% vs old); SVD rank 288 33%, rank 448 35% — an SVD that saves
-  memory (rank < 419 for 1536 × 576) loses most of what the base knows: not the default. A realistic
-  same-tokenizer update (same shapes, so port / interpolate / task arithmetic apply) that
-  changes what the model knows unevenly. The base ties its output head to its embeddings, so
-  the task LoRAs (r = 8) target the attention and MLP projections, never ``lm_head``.
+  memory (rank < 419 for 1536 × 576) loses most of what the base knows: not the default. After
+  the task adapters 0.5 leaves 8 points to old, ``--prune 0.3`` 2 (:mod:`real_update_regimes`).
+  Same tokenizer and shapes (port / interpolate / task arithmetic apply). The base ties its head
+  to its embeddings, so the task LoRAs (r = 8) target attention and MLP, never ``lm_head``.
 - **task** = "which function does this standard-library docstring belong to?" (4 names from the
   same module), built offline from ``inspect.getdoc`` on this machine's Python; split by
   top-level package; ``group`` = the function; contexts ≤ ``--max-tokens`` tokens.
