@@ -43,18 +43,19 @@ IGNORED = ("smoke",)
 VERDICT = {"below": "confirmed", "above": "contradicted", None: "not shown"}
 
 
-def _rate(methods: dict[str, Any], role: str, key: str) -> dict[str, Any]:
+def _rate(methods: dict[str, Any], role: str, key: str, where: str) -> dict[str, Any]:
     rate = ((methods.get(role) or {}).get(key)) or {}
     if rate.get("numerator") is None or not rate.get("denominator"):
-        raise SystemExit(f"{role}: no {key} with counts in this seed (expected a scored method)")
+        raise SystemExit(f"{where}: {role} has no {key} with counts (expected a scored method)")
     return rate
 
 
-def seed_row(methods: dict[str, Any]) -> dict[str, Any]:
-    """One seed of one study: the task adapters' accuracy gap and each role's Δ%NFR vs new."""
-    acc_old = _rate(methods, "new", "accuracy_old")
-    acc_new = _rate(methods, "new", "accuracy_new")
-    flips = {r: _rate(methods, r, "negative_flip_rate") for r in ("new", METHOD, CONTROL)}
+def seed_row(methods: dict[str, Any], where: str) -> dict[str, Any]:
+    """One seed of one study (``where`` names it in errors): the task adapters' accuracy gap and
+    each role's Δ%NFR vs new."""
+    acc_old = _rate(methods, "new", "accuracy_old", where)
+    acc_new = _rate(methods, "new", "accuracy_new", where)
+    flips = {r: _rate(methods, r, "negative_flip_rate", where) for r in ("new", METHOD, CONTROL)}
     n_new = flips["new"]["numerator"]
 
     def change(role: str) -> float | None:  # undefined, not 0, when new has no flips
@@ -95,7 +96,10 @@ def compare(docs: dict[str, dict[str, Any]]) -> dict[str, Any]:
     (na, a), (nb, b) = docs.items()
     check_comparable(a, b, (na, nb))
     seeds = sorted(a["seeds"], key=int)
-    rows = {n: {s: seed_row(d["seeds"][s]["methods"]) for s in seeds} for n, d in docs.items()}
+    rows = {
+        n: {s: seed_row(d["seeds"][s]["methods"], f"{n}, seed {s}") for s in seeds}
+        for n, d in docs.items()
+    }
     gap = {n: [rows[n][s]["gap_points"] for s in seeds] for n in docs}
     mild, harsh = sorted(docs, key=lambda n: sum(gap[n]))
     ordered = all(m < h for m, h in zip(gap[mild], gap[harsh], strict=True))

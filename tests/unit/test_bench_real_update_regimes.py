@@ -107,6 +107,13 @@ def test_studies_that_differ_in_more_than_the_new_base_are_refused(other, messag
         rr.compare({"mild": mild, "other": other})
 
 
+def test_a_study_without_the_control_names_the_study_seed_and_role():
+    harsh = _doc(0.5, HARSH)
+    del harsh["seeds"]["1"]["methods"][rr.CONTROL]
+    with pytest.raises(SystemExit, match="harsh, seed 1: continue_ce has no negative_flip_rate"):
+        rr.compare({"mild": _doc(0.3, MILD), "harsh": harsh})
+
+
 def test_main_writes_the_comparison_and_refuses_a_smoke_result(tmp_path):
     a, b = tmp_path / "mild.json", tmp_path / "harsh.json"
     a.write_text(json.dumps(_doc(0.3, MILD)))
