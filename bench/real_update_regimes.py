@@ -36,6 +36,7 @@ from typing import Any
 sys.path.insert(0, str(Path(__file__).resolve().parent))
 
 from common import REPO, machine_info, write_result
+from knob_study import ci_side
 
 METHOD, CONTROL = "muscle_every_seed", "continue_ce"
 REGIME_KNOBS = ("prune", "rank")  # the one thing allowed to differ between the two studies
@@ -127,10 +128,8 @@ def compare(docs: dict[str, dict[str, Any]]) -> dict[str, Any]:
     def verdict(name: str) -> str:
         if not ordered:
             return "untestable: the studies are not ordered by gap in every seed"
-        diff = mild_minus_harsh[name]
-        lo_hi = (diff or {}).get("ci")
-        side = None if not lo_hi else "below" if lo_hi[1] < 0 else "above" if lo_hi[0] > 0 else None
-        return VERDICT[side]
+        diff = mild_minus_harsh[name]  # None with fewer than two seeds defined in both
+        return VERDICT[ci_side(diff) if diff else None]
 
     return {
         "mild": mild,
